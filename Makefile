@@ -1,0 +1,76 @@
+# The front door. `make run` and `make test` set up what they need on first use.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+MICROPYTHON ?= $(abspath $(VENV)/bin/micropython)
+export MICROPYTHON
+BOOTSTRAP_PYTHON ?= python3
+PYTEST_ARGS ?=
+
+SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto
+
+.PHONY: help setup run test lint format typecheck build clean
+
+help:
+	@echo "make run        start the local AWS IoT stand-in and a simulated ESP32 running demo jobs"
+	@echo "make test       the whole test suite (lint, ESP32 API check, host and MicroPython tests)"
+	@echo "make setup      virtualenv, pinned tools, mosquitto, MicroPython dependencies"
+	@echo "make build      compile every device module to .mpy under build/mpy"
+	@echo "make lint       ruff on host tools and tests"
+	@echo "make typecheck  check device code against the ESP32 port's API (pyright + stubs)"
+	@echo "make clean      remove build outputs (keeps the virtualenv)"
+
+setup: $(SETUP_STAMPS)
+
+$(VENV)/.requirements: requirements.txt
+	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV) || { \
+	  echo "cannot create a virtualenv: install python3-venv (e.g. apt-get install python3-venv)"; exit 1; }
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+build/deps/.fetched: tools/fetch_deps.py $(VENV)/.requirements
+	$(PYTHON) -m tools.fetch_deps build/deps
+	@touch $@
+
+build/stubs/.installed: requirements-stubs.txt $(VENV)/.requirements
+	rm -rf build/stubs
+	$(PYTHON) -m pip install --quiet --no-compile --target build/stubs -r requirements-stubs.txt
+	@touch $@
+
+build/.mosquitto:
+	@mkdir -p build
+	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto) >/dev/null \
+	      || { echo "installing mosquitto failed"; exit 1; }; \
+	  else \
+	    echo "mosquitto is needed: run  sudo apt-get install -y mosquitto  and then make again"; exit 1; \
+	  fi; \
+	fi
+	@touch $@
+
+test: setup lint typecheck
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.requirements
+	$(VENV)/bin/ruff check tools tests
+	$(VENV)/bin/ruff format --check tools tests
+
+format: $(VENV)/.requirements
+	$(VENV)/bin/ruff format tools tests
+	$(VENV)/bin/ruff check --fix tools tests
+
+typecheck: $(VENV)/.requirements build/stubs/.installed
+	$(VENV)/bin/pyright
+
+build: $(VENV)/.requirements build/deps/.fetched
+	$(PYTHON) -m tools.build
+
+run: setup
+	$(PYTHON) -m tools.run $(RUN_ARGS)
+
+clean:
+	rm -rf build/mpy build/firmware

@@ -1,0 +1,1 @@
+# boot.py: runs first on every reset. Kept minimal: main.py does the work.

@@ -1,0 +1,207 @@
+"""pytest plugin: tests under tests/device run inside the MicroPython Unix port.
+
+Each `def test_*` in tests/device/test_*.py becomes a pytest item. All selected items of one
+file run in a single `micropython` process (tests/mprunner.py) with lib/, boards/unix/ and the
+fetched dependencies on MICROPYPATH; each is reported pass/fail/skip on its own, with
+MicroPython's traceback on failure.
+
+Header comments configure a file:
+    # micropython: heapsize=64K      (-X heapsize=, to test memory limits)
+    # micropython: timeout=120       (seconds for the whole file; default 120)
+    # micropython: needs=broker      (host resources started once per session, passed as env)
+"""
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICE_TESTS = ROOT / "tests" / "device"
+RUNNER = ROOT / "tests" / "mprunner.py"
+_DIRECTIVE = re.compile(r"^#\s*micropython:\s*(\w+)\s*=\s*(\S+)")
+_MARK = re.compile(r"^@@mptest (start|pass|fail|skip|end) (\S+)")
+
+
+def micropython_binary() -> str:
+    """MICROPYTHON from the environment, else the venv's `micropython`."""
+    explicit = os.environ.get("MICROPYTHON")
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "micropython"
+    return str(beside) if beside.exists() else (shutil.which("micropython") or "micropython")
+
+
+def micropypath() -> str:
+    # MICROPYPATH replaces the default path; keep `.frozen` first as on the ESP32 (ssl lives there)
+    parts = [DEVICE_TESTS, ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps"]
+    return ":".join([".frozen"] + [str(p) for p in parts])
+
+
+def run_micropython(args, env=None, heapsize=None, timeout=120, cwd=None):
+    """Run the MicroPython Unix port with the project's MICROPYPATH; return CompletedProcess."""
+    command = [micropython_binary()]
+    if heapsize:
+        command += ["-X", f"heapsize={heapsize}"]
+    full_env = dict(os.environ, MICROPYPATH=micropypath(), **(env or {}))
+    return subprocess.run(
+        command + list(args), env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+class _Resources:
+    """Host services device tests ask for; started on first use, stopped at session end."""
+
+    def __init__(self):
+        self._env = {}
+        self._stops = []
+        self._tmp = None
+
+    def folder(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="mptest-"))
+        return self._tmp
+
+    def env(self, names) -> dict:
+        result = {}
+        for name in names:
+            if name not in self._env:
+                self._env[name] = getattr(self, "_start_" + name)()
+            result.update(self._env[name])
+        return result
+
+    def _start_broker(self) -> dict:
+        from tools import certs
+        from tools.broker import Broker
+
+        broker = Broker(self.folder() / "broker")
+        broker.prepare()
+        for thing, kind in (("thing-rsa", "rsa"), ("thing-ec", "ec")):
+            broker.device(thing, kind)
+        other = certs.make_ca(self.folder() / "other", "ca")
+        certs.make_device(other, self.folder() / "other", "thing-rsa")
+        broker.start()
+        self._stops.append(broker.stop)
+        return {
+            "MPTEST_BROKER_PORT": str(broker.port),
+            "MPTEST_PKI": str(broker.folder / "pki"),
+            "MPTEST_OTHER_PKI": str(self.folder() / "other"),
+        }
+
+    def stop(self):
+        for stop in reversed(self._stops):
+            stop()
+        self._stops.clear()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+RESOURCES = _Resources()
+
+
+def pytest_sessionfinish(session):
+    RESOURCES.stop()
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if DEVICE_TESTS in module_path.parents and module_path.name.startswith("test_"):
+        return MicroPythonFile.from_parent(parent, path=module_path)
+    return None
+
+
+class MicroPythonFailure(Exception):
+    """A test failed inside MicroPython; the message is its output and traceback."""
+
+
+class MicroPythonFile(pytest.File):
+    def collect(self):
+        self.options = {"heapsize": None, "timeout": "120", "needs": ""}
+        source = self.path.read_text()
+        for line in source.splitlines():
+            match = _DIRECTIVE.match(line)
+            if match:
+                self.options[match.group(1)] = match.group(2)
+        self._results = None
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                yield MicroPythonItem.from_parent(self, name=node.name, lineno=node.lineno)
+
+    def results(self) -> dict:
+        """Run every selected test of this file once; {name: (status, text)}."""
+        if self._results is None:
+            names = [item.name for item in self.session.items if item.parent is self]
+            self._results = self._run(names)
+        return self._results
+
+    def _run(self, names) -> dict:
+        needs = [n for n in self.options["needs"].split(",") if n]
+        timeout = float(self.options["timeout"])
+        try:
+            proc = run_micropython(
+                [str(RUNNER), self.path.stem, *names],
+                env=RESOURCES.env(needs),
+                heapsize=self.options["heapsize"],
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as expired:
+            out = (
+                expired.stdout.decode(errors="replace")
+                if isinstance(expired.stdout, bytes)
+                else expired.stdout
+            )
+            return self._parse(out or "", f"micropython timed out after {timeout:.0f}s")
+        return self._parse(proc.stdout, proc.stderr + f"\n(micropython exit status {proc.returncode})")
+
+    @staticmethod
+    def _parse(stdout: str, trailer: str) -> dict:
+        results, current, status, lines = {}, None, None, []
+        for line in stdout.splitlines():
+            match = _MARK.match(line)
+            if not match:
+                lines.append(line)
+                continue
+            kind, name = match.groups()
+            if kind == "start":
+                current, status, lines = name, None, []
+            elif kind == "end":
+                results[name] = (status, "\n".join(lines))
+                current = None
+            else:
+                status = kind
+                if kind == "fail":
+                    lines.append("--- MicroPython traceback ---")
+        if current is not None:
+            # the process died inside this test: report its output and the process's own words
+            results[current] = ("fail", "\n".join(lines) + "\n" + trailer)
+        results["*"] = ("fail", stdout[-4000:] + "\n" + trailer)
+        return results
+
+
+class MicroPythonItem(pytest.Item):
+    def __init__(self, *, lineno, **kwargs):
+        super().__init__(**kwargs)
+        self.lineno = lineno
+
+    def runtest(self):
+        results = self.parent.results()
+        status, text = results.get(self.name, (None, None))
+        if status is None:
+            raise MicroPythonFailure("the test did not report a result:\n" + results["*"][1])
+        if status == "skip":
+            pytest.skip(text.strip() or "skipped")
+        if status == "fail":
+            raise MicroPythonFailure(text)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, MicroPythonFailure):
+            return f"{self.path.name}::{self.name} failed in MicroPython\n{excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, self.lineno - 1, f"{self.path.stem}::{self.name} [micropython]"

@@ -1,0 +1,156 @@
+"""mosquitto with mutual TLS and per-thing ACLs that mirror an AWS IoT policy.
+
+The certificate's CN is the MQTT identity. A thing may publish and subscribe only under
+`$aws/things/<its name>/jobs/...` and publish to `logi2/device/<its name>`; the service
+identity sees everything.
+"""
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import certs
+
+SERVICE_IDENTITY = "jobs-service"
+
+_ACL = """\
+# the local Jobs service and control plane
+user {service}
+topic readwrite $aws/things/#
+topic readwrite logi2/#
+
+# every thing: its own jobs topics and its telemetry topic (%u = certificate CN)
+pattern readwrite $aws/things/%u/jobs/#
+pattern write logi2/device/%u
+"""
+
+_CONF = """\
+per_listener_settings false
+persistence false
+user {user}
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+listener {port} 127.0.0.1
+cafile {ca}
+certfile {cert}
+keyfile {key}
+require_certificate true
+use_identity_as_username true
+tls_version tlsv1.2
+acl_file {acl}
+allow_anonymous false
+max_packet_size 262144
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise SystemExit(
+        "mosquitto is not installed: run `make setup` (as root) or `sudo apt-get install mosquitto`"
+    )
+
+
+@dataclass
+class Broker:
+    """A mosquitto process on a loopback port, with its state folder."""
+
+    folder: Path
+    port: int = 0
+    ca: certs.Identity | None = None
+    server: certs.Identity | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "mosquitto.log"
+
+    def prepare(self) -> None:
+        """Generate the CA and server certificate once; reuse them after."""
+        pki = self.folder / "pki"
+        if (pki / "ca.cert.pem").exists() and (pki / "server.cert.pem").exists():
+            self.ca, self.server = certs.load(pki, "ca"), certs.load(pki, "server")
+        else:
+            self.ca = certs.make_ca(pki)
+            self.server = certs.make_server(self.ca, pki)
+        if not certs.load(pki, SERVICE_IDENTITY).cert_pem.exists():
+            certs.make_device(self.ca, pki, SERVICE_IDENTITY, kind="ec")
+
+    def device(self, thing: str, kind: str = "rsa") -> certs.Identity:
+        """The certificate of `thing`, issued by this broker's CA (made on first use)."""
+        pki = self.folder / "pki"
+        ident = certs.load(pki, thing)
+        if not ident.cert_der.exists():
+            ident = certs.make_device(self.ca, pki, thing, kind=kind)
+        return ident
+
+    def start(self, timeout: float = 10.0) -> "Broker":
+        if self.ca is None:
+            self.prepare()
+        self.port = self.port or free_port()
+        conf, acl = self.folder / "mosquitto.conf", self.folder / "acl"
+        acl.write_text(_ACL.format(service=SERVICE_IDENTITY))
+        conf.write_text(
+            _CONF.format(
+                user=getpass.getuser(),
+                log=self.log,
+                port=self.port,
+                ca=self.ca.cert_pem,
+                cert=self.server.cert_pem,
+                key=self.server.key_pem,
+                acl=acl,
+            )
+        )
+        self.log.write_text("")
+        self.process = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self._await_ready(timeout)
+        return self
+
+    def _await_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace")
+                raise RuntimeError(
+                    f"mosquitto exited ({self.process.returncode}): {err}{self.log.read_text()}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

