@@ -94,6 +94,14 @@ class _Resources:
             "MPTEST_OTHER_PKI": str(self.folder() / "other"),
         }
 
+    def _start_mpy(self) -> dict:
+        """Device modules compiled to .mpy, as the ESP32 loads them (no compiler heap peak)."""
+        from tools.build import build
+
+        out = self.folder() / "mpy"
+        build(out)
+        return {"MPTEST_MPY_LIB": str(out / "lib")}
+
     def stop(self):
         for stop in reversed(self._stops):
             stop()
