@@ -133,7 +133,8 @@ class Firmware(ops.Op):
         if offset:
             _hash_slot(slot, offset, buf, hasher)
         ca = ca_for(job)
-        job.progress({"step": "downloading", "received": str(offset), "size": str(size), "percent": "0"})
+        if not job.progress({"step": "downloading", "received": str(offset), "size": str(size)}):
+            raise ops.Canceled()
         writer = _SlotWriter(job, slot, buf, hasher, offset)
         try:
             https.download(doc["url"], ca, size, writer, offset, buf, timeout_ms=_timeout(job))
