@@ -21,15 +21,19 @@ from jobs.ops import appstore
 _peak = [0]
 
 
-def _sample(job):
-    progress = job.progress
+def _sample():
+    """Live heap after a collection every 32 blocks written; each new peak is printed."""
+    write = board.SimPartition.writeblocks
 
-    def sampled(details):
-        gc.collect()
-        _peak[0] = max(_peak[0], gc.mem_alloc())
-        return progress(details)
+    def sampled(slot, block, buf, offset=0):
+        if block % 32 == 0:
+            gc.collect()
+            if gc.mem_alloc() > _peak[0]:
+                _peak[0] = gc.mem_alloc()
+                print("@@heap", _peak[0])
+        return write(slot, block, buf, offset)
 
-    job.progress = sampled
+    board.SimPartition.writeblocks = sampled
 
 
 def _save(path, data):
@@ -57,7 +61,7 @@ def main(argv):
     if os.getenv("DRIVE_RESET_AT"):
         job.reset_at = int(os.getenv("DRIVE_RESET_AT"))
     if os.getenv("DRIVE_HEAP"):
-        _sample(job)
+        _sample()
     op, reason = ops.validate(job.doc, b)
     if op is None:
         result = {"status": "REJECTED", "details": {"reason": reason}}
