@@ -240,3 +240,11 @@ def test_file_download_refuses_protected_paths():
         ("data/../config.json", "path: .. not allowed"),
     ):
         assert ops.validate(dict(doc, path=path), b) == (None, reason)
+
+
+def test_resume_in_the_engines_running_phase_starts_over():
+    b = _app_v1()
+    job = Job(b, _doc(_v2_files("running")), config=otaimage.config())
+    job.phase = "running"  # the engine's phase: reset before the handler's first checkpoint
+    assert _step(ops.find("ota.files"), job, True) == "reset"
+    assert appstore.state(b.root)["state"] == "NEW"

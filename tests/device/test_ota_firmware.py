@@ -191,3 +191,12 @@ def test_cancel_stops_before_set_boot():
     with raises(ops.Canceled):
         ops.find("ota.firmware").run(job)
     assert boot_again(b).running_slot() == "ota_0"
+
+
+def test_resume_in_the_engines_running_phase_starts_over():
+    sha = otaimage.make("fw-running.bin", 8192, seed=9)
+    b = fresh_board()
+    job = Job(b, _doc("fw-running.bin", sha, size=8192), config=otaimage.config())
+    job.phase = "running"  # the engine's phase: reset before the handler's first checkpoint
+    _until_reset(ops.find("ota.firmware"), job, resume=True)
+    assert boot_again(b).firmware_version() == "2.0.0"

@@ -181,6 +181,8 @@ class Files(ops.Op):
     def resume(self, job):
         root = job.board.root
         data = job.data or {}
+        if job.phase not in (STAGE, SWAP) or "stage" not in data:
+            return self.run(job)  # reset before our first checkpoint: nothing was staged yet
         if job.phase == STAGE:
             return self._stage(job, data["stage"])
         s = appstore.state(root)

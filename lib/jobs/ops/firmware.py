@@ -163,6 +163,8 @@ class Firmware(ops.Op):
     def resume(self, job):
         board = job.board
         data = job.data or {}
+        if job.phase not in (DOWNLOAD, BOOT):
+            return self.run(job)  # reset before our first checkpoint: nothing was written yet
         if job.phase == DOWNLOAD:
             slot = board.ota()
             if slot is None or _label(slot) != data.get("slot"):
