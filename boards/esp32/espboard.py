@@ -138,11 +138,10 @@ class EspBoard:
     # --- network and time -------------------------------------------------------------------
     def connect_network(self, timeout_ms=20000):
         """Wi-Fi station up within timeout_ms, then NTP (TLS needs a true clock); raises OSError."""
-        wifi = self.config.get("wifi") or {}
         wlan = network.WLAN(network.STA_IF)
         wlan.active(True)
         if not wlan.isconnected():
-            wlan.connect(wifi.get("ssid", ""), wifi.get("password", ""))
+            wlan.connect(self.config.get("wifi_ssid", ""), self.config.get("wifi_password", ""))
             deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
             while not wlan.isconnected():
                 if time.ticks_diff(deadline, time.ticks_ms()) <= 0:

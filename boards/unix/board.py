@@ -1,7 +1,9 @@
 # board (unix): the simulated ESP32 used on the host. MIT licence.
 """A simulated ESP32-DevKitC: pins, reset, OTA partitions and boot selection, kept in files.
 
-State directory: config["board"]["state_dir"], else $JOBS_BOARD_STATE, else ./state.
+State directory: config["board_state_dir"], else $JOBS_BOARD_STATE, else ./state. Test knobs
+(flat keys, as config.json is flat): board_ota (False: no OTA partitions), board_ota_slot_size,
+board_firmware_version (of the first image, default 1.0.0).
     pins.json      current level of every simulated pin (a test may set an input's level here)
     pins.log       one line per change: "<alias> <number> <old> <new>"
     ota_0.bin, ota_1.bin, otadata.json   two file-backed OTA slots and the boot selection
@@ -169,14 +171,14 @@ class Board:
         return cls.table.resolve(ref)
 
     def __init__(self, config=None):
-        settings = (config or {}).get("board") or {}
-        state = settings.get("state_dir") or os.getenv("JOBS_BOARD_STATE") or "state"
+        config = config or {}
+        state = config.get("board_state_dir") or os.getenv("JOBS_BOARD_STATE") or "state"
         self.root = state.rstrip("/") or "/"
         self._dir = self.root + "/board"
         _makedirs(self._dir)
-        self._has_ota = settings.get("ota", True)
-        self._slot_size = settings.get("ota_slot_size", _SLOT_SIZE)
-        self._initial_version = settings.get("firmware_version", "1.0.0")
+        self._has_ota = config.get("board_ota", True)
+        self._slot_size = config.get("board_ota_slot_size", _SLOT_SIZE)
+        self._initial_version = config.get("board_firmware_version", "1.0.0")
         self._pin_cache = None
         self._boot()
 

@@ -25,11 +25,13 @@ def fresh_dir(tag="ops"):
 
 
 def fresh_board(**settings):
-    """A unix Board on a new, empty state folder (a first power-on)."""
+    """A unix Board on a new, empty state folder (a first power-on); settings: board_* keys."""
     import board
 
-    settings.setdefault("state_dir", fresh_dir())
-    return board.Board({"board": settings})
+    config = {"board_state_dir": fresh_dir()}
+    for key in settings:
+        config["board_" + key] = settings[key]
+    return board.Board(config)
 
 
 def pin_log(b):
@@ -45,5 +47,7 @@ def boot_again(b, **settings):
     import board
 
     board._booted = None
-    settings["state_dir"] = b.root
-    return board.Board({"board": settings})
+    config = {"board_state_dir": b.root}
+    for key in settings:
+        config["board_" + key] = settings[key]
+    return board.Board(config)

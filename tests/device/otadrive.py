@@ -48,7 +48,8 @@ def main(argv):
     if len(argv) > 3:
         with open(argv[3]) as f:
             config = json.load(f)
-    b = board.Board({"board": {"state_dir": state}})
+    config["board_state_dir"] = state
+    b = board.Board(config)
     appstore.boot(b.root)
     if os.getenv("DRIVE_CRASH"):
         b.reset("crash before self-test")

@@ -200,3 +200,11 @@ def test_resume_in_the_engines_running_phase_starts_over():
     job.phase = "running"  # the engine's phase: reset before the handler's first checkpoint
     _until_reset(ops.find("ota.firmware"), job, resume=True)
     assert boot_again(b).firmware_version() == "2.0.0"
+
+
+def test_without_https_ca_the_brokers_ca_setting_is_used():
+    sha = otaimage.make("fw-ca-fallback.bin", 4096, seed=10)
+    b = fresh_board()
+    job = Job(b, _doc("fw-ca-fallback.bin", sha, size=4096), config={"ca": env("MPTEST_FILES_CA")})
+    _until_reset(ops.find("ota.firmware"), job)
+    assert boot_again(b).firmware_version() == "2.0.0"

@@ -132,3 +132,11 @@ def test_a_corrupted_image_is_never_booted(tmp_path, server):
     assert device.boot({"operation": "diag.echo"}) == 0
     assert device.result()["details"]["firmware"] == "1.0.0"
     assert device.otadata()["boot"] == "ota_0"
+
+
+def test_unix_board_state_folder_from_the_environment(tmp_path):
+    code = "import board; b = board.Board({}); b.pin('LED').value(1); print(b.root)"
+    proc = run_micropython(["-c", code], env={"JOBS_BOARD_STATE": str(tmp_path / "dev")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "dev")
+    assert (tmp_path / "dev" / "board" / "pins.log").read_text() == "LED 4 0 1\n"

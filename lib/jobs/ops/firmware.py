@@ -25,8 +25,9 @@ BOOT = "ota.boot"
 
 
 def ca_for(job):
-    """DER bytes of the CA that must have signed the download server's certificate."""
-    path = job.config.get("https_ca")
+    """DER bytes of the CA that must have signed the download server's certificate:
+    config https_ca, else the MQTT broker's CA (config ca)."""
+    path = job.config.get("https_ca") or job.config.get("ca")
     if not path:
         raise ops.Failed("no CA for HTTPS downloads: set https_ca in config")
     if not path.startswith("/"):
