@@ -8,6 +8,7 @@ update partition, set_boot(), hard reset, mark_app_valid_cancel_rollback() after
 
 import json
 import os
+import sys
 import time
 
 import esp32
@@ -133,7 +134,7 @@ class EspBoard:
 
     def firmware_version(self):
         version = self._ota["versions"].get(self._running_label())
-        return version or "micropython-" + os.uname().release
+        return version or "micropython-" + ".".join(str(n) for n in sys.implementation.version[:3])
 
     # --- network and time -------------------------------------------------------------------
     def connect_network(self, timeout_ms=20000):
@@ -153,11 +154,13 @@ class EspBoard:
 
         ntptime.host = self.config.get("ntp_host") or "pool.ntp.org"
         for attempt in range(3):
+            if attempt:
+                time.sleep_ms(250 << attempt)
             try:
                 ntptime.settime()
                 return True
             except OSError:
-                time.sleep_ms(500 << attempt)
+                pass
         raise OSError("time sync: no answer from " + ntptime.host)
 
     def watchdog(self, timeout_ms):
