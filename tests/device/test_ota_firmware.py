@@ -208,3 +208,13 @@ def test_without_https_ca_the_brokers_ca_setting_is_used():
     job = Job(b, _doc("fw-ca-fallback.bin", sha, size=4096), config={"ca": env("MPTEST_FILES_CA")})
     _until_reset(ops.find("ota.firmware"), job)
     assert boot_again(b).firmware_version() == "2.0.0"
+
+
+def test_a_server_that_ignores_range_is_read_past_the_bytes_already_written():
+    sha = otaimage.make("fw-norange.bin", SIZE, seed=11)
+    b = fresh_board()
+    job = Job(b, _doc("fw-norange.bin", sha, query="?drop=100000&norange=1"), config=otaimage.config())
+    _until_reset(ops.find("ota.firmware"), job)
+    seen = otaimage.requests_for("fw-norange.bin")
+    assert [(r["status"], r["start"]) for r in seen] == [(200, 0), (200, 0)], seen
+    assert _slot_sha(boot_again(b), "ota_1", SIZE) == sha

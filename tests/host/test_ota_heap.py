@@ -85,5 +85,5 @@ def test_smallest_heap_and_peak_do_not_grow_with_the_image(rig):
     seconds = _ELAPSED[3 * MIB // 2]
     print(f"1.5 MiB OTA process (start, TLS, download, read-back verify): {seconds:.2f} s")
     assert abs(large - small) <= 512
-    assert peak_small > 0 and peak_large == peak_small
+    assert peak_small > 0 and abs(peak_large - peak_small) <= 256
     assert not ota_run(rig, 3 * MIB // 2, small - 4096)[0]  # the figure is a real limit
