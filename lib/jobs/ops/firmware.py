@@ -75,6 +75,14 @@ class _SlotWriter:
                 raise ops.Canceled()
 
 
+    def retrying(self, pos, failures):
+        """Before a reconnection: report (this also feeds the engine's watchdog)."""
+        details = {"step": "downloading", "received": str(pos), "size": str(self.job.doc["size"])}
+        details["retry"] = str(failures)
+        if not self.job.progress(details):
+            raise ops.Canceled()
+
+
 def _label(slot):
     return slot.info()[4]
 
@@ -138,7 +146,9 @@ class Firmware(ops.Op):
             raise ops.Canceled()
         writer = _SlotWriter(job, slot, buf, hasher, offset)
         try:
-            https.download(doc["url"], ca, size, writer, offset, buf, timeout_ms=_timeout(job))
+            https.download(
+                doc["url"], ca, size, writer, offset, buf, timeout_ms=_timeout(job), wait=writer.retrying
+            )
         except https.DownloadError as error:
             raise ops.Failed("download: " + str(error.args[0]))
         except ValueError as error:

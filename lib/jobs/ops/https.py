@@ -136,10 +136,12 @@ def _fill(resp, mv):
     return got
 
 
-def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=10000, backoff_ms=250):
+def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=10000, backoff_ms=250,
+             wait=None):
     """Fetch bytes [offset, size) of `url`, calling write(pos, mv) per block; returns bytes fetched.
 
     `offset` must be a multiple of BLOCK. write() may raise to stop (e.g. ops.Canceled).
+    wait(pos, failures), if given, is called before each reconnection (feed a watchdog, report).
     """
     buf = buf if buf is not None else bytearray(BLOCK)
     mv = memoryview(buf)
@@ -153,7 +155,7 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
             failures += 1
             if failures > retries:
                 raise DownloadError(_unreachable(url, error))
-            time.sleep_ms(backoff_ms << (failures - 1))
+            _pause(wait, pos, failures, backoff_ms)
             continue
         try:
             if resp.total is not None and resp.total != size:
@@ -184,7 +186,7 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
             failures += 1
             if failures > retries:
                 raise DownloadError("connection lost at byte " + str(pos) + ": " + _errno(error))
-            time.sleep_ms(backoff_ms << (failures - 1))
+            _pause(wait, pos, failures, backoff_ms)
             continue
         finally:
             resp.close()
@@ -192,8 +194,14 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
             failures += 1
             if failures > retries:
                 raise DownloadError("connection lost at byte " + str(pos) + " of " + str(size))
-            time.sleep_ms(backoff_ms << (failures - 1))
+            _pause(wait, pos, failures, backoff_ms)
     return fetched
+
+
+def _pause(wait, pos, failures, backoff_ms):
+    if wait is not None:
+        wait(pos, failures)
+    time.sleep_ms(backoff_ms << (failures - 1))
 
 
 def _errno(error):
