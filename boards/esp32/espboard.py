@@ -90,12 +90,14 @@ class EspBoard:
         """The next update partition, or None when the partition table has no OTA slots."""
         try:
             # the stub types `id` as str; the port also takes Partition.RUNNING / BOOT (ints)
-            return esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # pyright: ignore[reportArgumentType]
+            running = esp32.Partition(esp32.Partition.RUNNING)  # pyright: ignore[reportArgumentType]
+            return running.get_next_update()
         except OSError:
             return None
 
     def _running_label(self):
-        return esp32.Partition(esp32.Partition.RUNNING).info()[4]  # pyright: ignore[reportArgumentType]  # stub: id is str
+        # stub: `id` typed as str, but Partition.RUNNING (an int) is what the port documents
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]  # pyright: ignore[reportArgumentType]
 
     def running_slot(self):
         return self._running_label()

@@ -66,7 +66,10 @@ def boot(root):
 def switch(root, name, version):
     """Make folder `name` (fully staged and verified) the application from the next boot."""
     s = state(root)
-    _save(root, {"dir": name, "version": version, "state": "NEW", "previous": s["dir"], "previousVersion": s["version"]})
+    new = {"dir": name, "version": version, "state": "NEW"}
+    new["previous"] = s["dir"]
+    new["previousVersion"] = s["version"]
+    _save(root, new)
 
 
 def commit(root):

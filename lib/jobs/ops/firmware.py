@@ -128,9 +128,8 @@ class Firmware(ops.Op):
             raise ops.Failed("no OTA partition on this device (flash an OTA build, e.g. ESP32_GENERIC-OTA)")
         capacity = slot.ioctl(4, 0) * slot.ioctl(5, 0)
         if job.doc["size"] > capacity:
-            raise ops.Failed(
-                "image of " + str(job.doc["size"]) + " bytes exceeds the OTA partition (" + str(capacity) + ")"
-            )
+            size = str(job.doc["size"])
+            raise ops.Failed("image of " + size + " bytes exceeds the OTA partition (" + str(capacity) + ")")
         job.checkpoint(DOWNLOAD, {"slot": _label(slot), "offset": 0})
         return self._fetch(job, slot, 0)
 

@@ -159,7 +159,8 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
             continue
         try:
             if resp.total is not None and resp.total != size:
-                raise DownloadError("size mismatch: server has " + str(resp.total) + " bytes, expected " + str(size))
+                has = str(resp.total)
+                raise DownloadError("size mismatch: server has " + has + " bytes, expected " + str(size))
             skip = pos - resp.body_start  # a server that ignores Range sends from 0
             while skip > 0:
                 n = resp.readinto(mv[: min(skip, BLOCK)])

@@ -36,7 +36,8 @@ class ConfigSet(ops.Op):
     params = (ops.Param("values", ops.DICT, lo=1, hi=MAX_VALUES),)
 
     def run(self, job):
-        from jobs import config  # pyright: ignore[reportAttributeAccessIssue]  # jobs/config.py: engine branch
+        # jobs/config.py comes from the engine branch
+        from jobs import config  # pyright: ignore[reportAttributeAccessIssue]
 
         path = job.board.root.rstrip("/") + "/config.json"
         try:
