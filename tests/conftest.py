@@ -94,6 +94,31 @@ class _Resources:
             "MPTEST_OTHER_PKI": str(self.folder() / "other"),
         }
 
+    def _start_responder(self) -> dict:
+        """A scripted Jobs service (tests/jobs_responder.py) on the broker, and device things."""
+        from pathlib import Path as _Path
+
+        from tests.jobs_responder import Responder
+        from tools.broker import Broker
+
+        broker_env = self.env(["broker"])
+        broker = Broker(self.folder() / "broker")
+        broker.prepare()
+        for thing in ("engine-1", "engine-2", "engine-3"):
+            broker.device(thing, "ec")
+        responder = Responder(int(broker_env["MPTEST_BROKER_PORT"]), _Path(broker_env["MPTEST_PKI"])).start()
+        self._stops.append(responder.stop)
+        return {"MPTEST_RESPONDER_PORT": str(responder.control_port)}
+
+    def _start_linkproxy(self) -> dict:
+        """A TCP proxy to the broker that tests can freeze or cut (tests/linkproxy.py)."""
+        from tests.linkproxy import LinkProxy
+
+        broker_env = self.env(["broker"])
+        proxy = LinkProxy(int(broker_env["MPTEST_BROKER_PORT"])).start()
+        self._stops.append(proxy.stop)
+        return {"MPTEST_PROXY_PORT": str(proxy.port), "MPTEST_PROXY_CONTROL": str(proxy.control_port)}
+
     def stop(self):
         for stop in reversed(self._stops):
             stop()
