@@ -1,0 +1,164 @@
+# jobs.topics: AWS IoT Jobs MQTT topic names and classification. MIT licence.
+"""Build the Jobs topics of one thing and classify incoming topics.
+
+    t = Topics(b"thing-1")
+    t.start_next()                 # b"$aws/things/thing-1/jobs/start-next"
+    t.classify(topic)              # (UPDATE_ACCEPTED, "job-7") or (UNKNOWN, None)
+
+Classification counts levels first, so a job called `get`, `start-next`, `notify` or
+`notify-next` is never mistaken for the fixed topics (aws-jobs-api.md section 1).
+It allocates nothing for a bytes topic except the job id string it returns.
+"""
+
+from micropython import const
+
+UNKNOWN = const(0)
+GET_ACCEPTED = const(1)
+GET_REJECTED = const(2)
+START_NEXT_ACCEPTED = const(3)
+START_NEXT_REJECTED = const(4)
+DESCRIBE_ACCEPTED = const(5)
+DESCRIBE_REJECTED = const(6)
+UPDATE_ACCEPTED = const(7)
+UPDATE_REJECTED = const(8)
+NOTIFY = const(9)
+NOTIFY_NEXT = const(10)
+
+NEXT = "$next"
+# answers without a job id come from these tuples, so classifying them allocates nothing
+_PLAIN = tuple((kind, None) for kind in range(NOTIFY_NEXT + 1))
+_OF_NEXT = ((DESCRIBE_ACCEPTED, NEXT), (DESCRIBE_REJECTED, NEXT))
+_MAX_THING = const(128)
+_MAX_JOB = const(64)
+
+
+def _valid(name, longest, colon):
+    """True when `name` (str or bytes) is 1..longest of [a-zA-Z0-9_-] (and ':' if colon)."""
+    if isinstance(name, str):
+        name = name.encode()
+    if not isinstance(name, (bytes, bytearray)) or not 0 < len(name) <= longest:
+        return False
+    for c in name:
+        if not (
+            97 <= c <= 122 or 65 <= c <= 90 or 48 <= c <= 57 or c == 45 or c == 95 or (colon and c == 58)
+        ):
+            return False
+    return True
+
+
+def valid_thing_name(name):
+    """AWS thing name: 1-128 characters of [a-zA-Z0-9:_-]."""
+    return _valid(name, _MAX_THING, True)
+
+
+def valid_job_id(name):
+    """AWS job id: 1-64 characters of [a-zA-Z0-9_-]."""
+    return _valid(name, _MAX_JOB, False)
+
+
+def _as_bytes(name):
+    return name.encode() if isinstance(name, str) else bytes(name)
+
+
+def _job_id_at(topic, start, end):
+    """The job id topic[start:end] as str if valid, else None (no allocation when invalid)."""
+    if not 0 < end - start <= _MAX_JOB:
+        return None
+    for i in range(start, end):
+        c = topic[i]
+        if not (97 <= c <= 122 or 65 <= c <= 90 or 48 <= c <= 57 or c == 45 or c == 95):
+            return None
+    return topic[start:end].decode()
+
+
+class Topics:
+    """The Jobs topics of one thing; the common prefix is built once."""
+
+    def __init__(self, thing_name):
+        if not valid_thing_name(thing_name):
+            raise ValueError("bad thing name (1-128 of a-z A-Z 0-9 : _ -): %r" % (thing_name,))
+        self.thing_name = _as_bytes(thing_name)
+        self.prefix = b"$aws/things/" + self.thing_name + b"/jobs/"
+
+    def get_pending(self):
+        return self.prefix + b"get"
+
+    def start_next(self):
+        return self.prefix + b"start-next"
+
+    def describe(self, job_id):
+        """DescribeJobExecution topic; `job_id` may be "$next"."""
+        if job_id != NEXT and job_id != b"$next" and not valid_job_id(job_id):
+            raise ValueError("bad job id: %r" % (job_id,))
+        return self.prefix + _as_bytes(job_id) + b"/get"
+
+    def update(self, job_id):
+        if not valid_job_id(job_id):
+            raise ValueError("bad job id: %r" % (job_id,))
+        return self.prefix + _as_bytes(job_id) + b"/update"
+
+    def notify(self):
+        return self.prefix + b"notify"
+
+    def notify_next(self):
+        return self.prefix + b"notify-next"
+
+    def subscriptions(self):
+        """The topic filters the device subscribes to (QoS 1).
+
+        `+/+/+` covers every describe and update answer (`<job>/get/...`, `$next/get/...`,
+        `<job>/update/...`) and nothing the device publishes itself, so no echo of its
+        own requests comes back; see docs/protocol.md.
+        """
+        p = self.prefix
+        return (p + b"notify-next", p + b"start-next/+", p + b"get/+", p + b"+/+/+")
+
+    def classify(self, topic):
+        """(kind, job_id or None) for an incoming topic (bytes, bytearray or memoryview)."""
+        if isinstance(topic, memoryview):
+            topic = bytes(topic)
+        p = len(self.prefix)
+        if not topic.startswith(self.prefix):
+            return _PLAIN[UNKNOWN]
+        n = len(topic)
+        s1 = topic.find(b"/", p)
+        if s1 < 0:
+            if n - p == 6 and topic.endswith(b"notify"):
+                return _PLAIN[NOTIFY]
+            if n - p == 11 and topic.endswith(b"notify-next"):
+                return _PLAIN[NOTIFY_NEXT]
+            return _PLAIN[UNKNOWN]
+        s2 = topic.find(b"/", s1 + 1)
+        if s2 < 0:
+            answer = _answer(topic, s1 + 1, n)
+            if answer < 0:
+                return _PLAIN[UNKNOWN]
+            if s1 - p == 3 and topic.startswith(b"get", p):
+                return _PLAIN[GET_ACCEPTED + answer]
+            if s1 - p == 10 and topic.startswith(b"start-next", p):
+                return _PLAIN[START_NEXT_ACCEPTED + answer]
+            return _PLAIN[UNKNOWN]
+        answer = _answer(topic, s2 + 1, n)
+        if answer < 0 or topic.find(b"/", s2 + 1) >= 0:
+            return _PLAIN[UNKNOWN]
+        if s2 - s1 == 4 and topic.startswith(b"get", s1 + 1):
+            if s1 - p == 5 and topic.startswith(b"$next", p):
+                return _OF_NEXT[answer]
+            job_id = _job_id_at(topic, p, s1)
+            if job_id is not None:
+                return DESCRIBE_ACCEPTED + answer, job_id
+        elif s2 - s1 == 7 and topic.startswith(b"update", s1 + 1):
+            job_id = _job_id_at(topic, p, s1)
+            if job_id is not None:
+                return UPDATE_ACCEPTED + answer, job_id
+        return _PLAIN[UNKNOWN]
+
+
+def _answer(topic, start, end):
+    """0 when topic[start:end] is `accepted`, 1 for `rejected`, else -1."""
+    if end - start == 8:
+        if topic.endswith(b"accepted"):
+            return 0
+        if topic.endswith(b"rejected"):
+            return 1
+    return -1
