@@ -1,0 +1,645 @@
+# jobs.scan: bounded, validating JSON scanner for AWS IoT Jobs messages. MIT licence.
+"""Validate a Jobs message and pick out the fields the device needs, without building a tree.
+
+    sc = Scanner(max_depth=32, max_str=1024)     # once, at boot
+    f = sc.scan(buf, n)                          # whole payload in buf[:n]
+    sc.begin(); sc.feed(chunk); ...; f = sc.end()   # payload bigger than the buffer
+
+The whole payload is checked against RFC 8259 (strict UTF-8, escapes and surrogate pairs,
+numbers, literals, nesting, nothing after the object). The first problem raises
+ScanError(kind, offset); `feed` never raises: it keeps the first error and `end` raises it.
+The scanner is a byte-level state machine, so a chunk may end anywhere (inside a string, an
+escape, a number or a UTF-8 sequence). It allocates only the few values it returns.
+"""
+
+from micropython import const
+
+# grammar states; the in-token states are the ones above _STR
+_START = const(0)
+_VALUE = const(1)
+_VALUE_OR_CLOSE = const(2)
+_KEY_OR_CLOSE = const(3)
+_KEY = const(4)
+_COLON = const(5)
+_AFTER = const(6)
+_DONE = const(7)
+_STR = const(8)
+_UTF8 = const(9)
+_ESC = const(10)
+_HEX = const(11)
+_LOW_BS = const(12)
+_LOW_U = const(13)
+_NUM = const(14)
+_LIT = const(15)
+
+_OBJ = const(1)
+_ARR = const(2)
+
+# number states: after "-", after a leading 0, integer digits, after ".", fraction digits,
+# after "e", after the exponent sign, exponent digits
+_N_MINUS = const(0)
+_N_ZERO = const(1)
+_N_INT = const(2)
+_N_DOT = const(3)
+_N_FRAC = const(4)
+_N_E = const(5)
+_N_ESIGN = const(6)
+_N_EXP = const(7)
+
+MAX_NUMBER = const(100)  # longest number token accepted (RFC 8259 section 9 allows a limit)
+_KEY_CAP = const(16)  # longer keys cannot be one of ours
+
+# the fields; _TYPE says what JSON type each one must have
+_F_TOKEN = const(1)
+_F_CODE = const(2)
+_F_MESSAGE = const(3)
+_F_TIMESTAMP = const(4)
+_F_EXEC = const(5)
+_F_STATE = const(6)
+_F_JOB = const(7)
+_F_STATUS = const(8)
+_F_VERSION = const(9)
+_F_EXECNUM = const(10)
+_F_DETAILS = const(11)
+_F_DOC = const(12)
+_F_SSTATUS = const(13)
+_F_SVERSION = const(14)
+_T_STR = const(1)
+_T_INT = const(2)
+_T_OBJ = const(3)
+_T_SPAN = const(4)
+_TYPE = b"\x00\x01\x01\x01\x02\x03\x03\x01\x01\x02\x02\x04\x04\x01\x02"
+_TYPE_NAME = ("", "a string", "an integer", "an object", "")
+
+_TOP_KEYS = (
+    (b"clientToken", _F_TOKEN),
+    (b"code", _F_CODE),
+    (b"message", _F_MESSAGE),
+    (b"timestamp", _F_TIMESTAMP),
+    (b"execution", _F_EXEC),
+    (b"executionState", _F_STATE),
+)
+_EXEC_KEYS = (
+    (b"jobId", _F_JOB),
+    (b"status", _F_STATUS),
+    (b"versionNumber", _F_VERSION),
+    (b"executionNumber", _F_EXECNUM),
+    (b"statusDetails", _F_DETAILS),
+    (b"jobDocument", _F_DOC),
+)
+_STATE_KEYS = ((b"status", _F_SSTATUS), (b"versionNumber", _F_SVERSION))
+
+# 1 for a byte that may stand for itself inside a string: printable ASCII but " and backslash
+_PLAIN = bytes(1 if 32 <= c < 128 and c != 34 and c != 92 else 0 for c in range(256))
+# the byte each one-character escape stands for (0: not an escape)
+_ESCAPE = bytearray(128)
+for _c, _b in ((34, 34), (92, 92), (47, 47), (98, 8), (102, 12), (110, 10), (114, 13), (116, 9)):
+    _ESCAPE[_c] = _b
+_HEX_DIGIT = bytearray(b"\xff" * 256)
+for _c in range(10):
+    _HEX_DIGIT[48 + _c] = _c
+for _c in range(6):
+    _HEX_DIGIT[65 + _c] = _HEX_DIGIT[97 + _c] = 10 + _c
+del _c, _b
+
+
+class ScanError(ValueError):
+    """Invalid or unacceptable message: `kind` says what, `offset` is the byte it was found at.
+
+    kinds: syntax, depth, string, escape, utf8, number, truncated, type, duplicate.
+    """
+
+    def __init__(self, kind, offset, why):
+        super().__init__("%s error at byte %d: %s" % (kind, offset, why))
+        self.kind = kind
+        self.offset = offset
+
+
+class Fields:
+    """What the last scan found; one object, reset by every scan."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.size = 0
+        self.truncated = False
+        self.client_token = None
+        self.code = None
+        self.message = None
+        self.timestamp = None
+        self.has_execution = False
+        self.job_id = None
+        self.status = None
+        self.version_number = None
+        self.execution_number = None
+        self.document = None
+        self.status_details = None
+        self.state_status = None
+        self.state_version = None
+
+    def _set(self, slot, value):
+        if slot == _F_TOKEN:
+            self.client_token = value
+        elif slot == _F_CODE:
+            self.code = value
+        elif slot == _F_MESSAGE:
+            self.message = value
+        elif slot == _F_TIMESTAMP:
+            self.timestamp = value
+        elif slot == _F_JOB:
+            self.job_id = value
+        elif slot == _F_STATUS:
+            self.status = value
+        elif slot == _F_VERSION:
+            self.version_number = value
+        elif slot == _F_EXECNUM:
+            self.execution_number = value
+        elif slot == _F_DETAILS:
+            self.status_details = value
+        elif slot == _F_DOC:
+            self.document = value
+        elif slot == _F_SSTATUS:
+            self.state_status = value
+        elif slot == _F_SVERSION:
+            self.state_version = value
+
+
+class Scanner:
+    """One per device: its stack, scratch buffer and Fields are allocated here, once."""
+
+    def __init__(self, max_depth=32, max_str=1024):
+        if max_depth < 1 or max_str < 1:
+            raise ValueError("max_depth and max_str must be positive")
+        self.max_depth = max_depth
+        self.max_str = max_str
+        self.fields = Fields()
+        self._stack = bytearray(max_depth + 1)
+        self._scratch = bytearray(max(max_str, _KEY_CAP))
+        self._reset(False)
+
+    # -- public API ------------------------------------------------------------------------
+
+    def scan(self, buf, n=-1):
+        """Scan the whole message in buf[:n] (bytes, bytearray or memoryview); spans index buf."""
+        self._reset(False)
+        self.feed(buf, n)
+        return self.end()
+
+    def begin(self):
+        """Start a message that arrives in chunks; its spans are not kept (truncated)."""
+        self._reset(True)
+
+    def feed(self, chunk, n=-1):
+        """Scan the next chunk[:n]. Never raises for bad input: `end` reports it."""
+        if n < 0:
+            n = len(chunk)
+        if self._error is None:
+            try:
+                self._run(chunk, 0, n)
+            except ScanError as error:
+                self._error = error
+        self._base += n
+
+    def end(self):
+        """The Fields of a valid message; raises ScanError for an invalid one."""
+        fields = self.fields
+        error = self._error
+        if error is None and self._st != _DONE:
+            error = ScanError("truncated", self._base, "the message ends early")
+            self._error = error
+        if error is not None:
+            fields.reset()
+            raise error
+        fields.size = self._base
+        if self._stream:
+            fields.truncated = True
+            fields.document = fields.status_details = None
+        return fields
+
+    # -- the machine ---------------------------------------------------------------------------
+
+    def _reset(self, stream):
+        self.fields.reset()
+        self._stream = stream
+        self._error = None
+        self._base = 0
+        self._st = _START
+        self._depth = 0
+        self._ctx = 0  # _F_EXEC or _F_STATE while inside that object (depth 2)
+        self._seen = 0  # bit per field: a repeated key is an error
+        self._slot = 0  # field named by the key just read; its value comes next
+        self._vslot = 0  # field of the string or number being read
+        self._span_slot = 0
+        self._span_depth = -1
+        self._span_start = 0
+        self._is_key = False
+        self._collect = False
+        self._sn = 0
+        self._cap = 0
+        self._over = False
+        self._sbeg = 0
+        self._need = 0
+        self._lo = 0
+        self._hi = 0
+        self._hexn = 0
+        self._code = 0
+        self._high = 0
+        self._ns = 0
+        self._nlen = 0
+        self._nbeg = 0
+        self._neg = False
+        self._acc = 0
+        self._isint = False
+        self._lit = b""
+        self._lp = 0
+
+    def _run(self, buf, i, end):
+        st = self._st
+        depth = self._depth
+        stack = self._stack
+        plain = _PLAIN
+        base = self._base
+        try:
+            while i < end:
+                if st == _STR:
+                    j = i
+                    while j < end and plain[buf[j]]:
+                        j += 1
+                    if self._collect and j > i:
+                        self._copy(buf, i, j)
+                    i = j
+                    if i == end:
+                        break
+                    c = buf[i]
+                    i += 1
+                    if c == 34:
+                        if self._is_key:
+                            st = _COLON
+                            if self._collect:
+                                self._key_done(depth)
+                        else:
+                            if self._vslot:
+                                self._string_done()
+                            st = _AFTER
+                            if depth == self._span_depth:
+                                self._span_end(base + i)
+                    elif c == 92:
+                        st = _ESC
+                    elif c < 32:
+                        raise ScanError("string", base + i - 1, "control character in a string")
+                    else:
+                        self._utf8_lead(c, base + i - 1)
+                        st = _UTF8
+                    continue
+                c = buf[i]
+                if st > _STR:
+                    if st == _NUM:
+                        ns = self._ns
+                        nlen = self._nlen
+                        while i < end:
+                            c = buf[i]
+                            if 48 <= c <= 57:
+                                if ns == _N_ZERO:
+                                    break
+                                if ns == _N_MINUS:
+                                    ns = _N_ZERO if c == 48 else _N_INT
+                                elif ns == _N_DOT:
+                                    ns = _N_FRAC
+                                elif ns == _N_E or ns == _N_ESIGN:
+                                    ns = _N_EXP
+                                if self._vslot and ns == _N_INT:
+                                    self._acc = self._acc * 10 + c - 48
+                            elif c == 46 and (ns == _N_ZERO or ns == _N_INT):
+                                ns = _N_DOT
+                                self._isint = False
+                            elif (c == 101 or c == 69) and (ns == _N_ZERO or ns == _N_INT or ns == _N_FRAC):
+                                ns = _N_E
+                                self._isint = False
+                            elif (c == 43 or c == 45) and ns == _N_E:
+                                ns = _N_ESIGN
+                            else:
+                                break
+                            i += 1
+                            nlen += 1
+                            if nlen > MAX_NUMBER:
+                                raise ScanError("number", self._nbeg, "number longer than %d" % MAX_NUMBER)
+                        self._ns = ns
+                        self._nlen = nlen
+                        if i < end:
+                            if ns == _N_MINUS or ns == _N_DOT or ns == _N_E or ns == _N_ESIGN:
+                                raise ScanError("number", base + i, "incomplete number")
+                            if self._vslot:
+                                self._int_done()
+                            st = _AFTER
+                            if depth == self._span_depth:
+                                self._span_end(base + i)
+                    elif st == _UTF8:
+                        if c < self._lo or c > self._hi:
+                            raise ScanError("utf8", base + i, "invalid UTF-8 in a string")
+                        if self._collect:
+                            self._put(c)
+                        i += 1
+                        self._need -= 1
+                        if self._need:
+                            self._lo = 0x80
+                            self._hi = 0xBF
+                        else:
+                            st = _STR
+                    elif st == _ESC:
+                        i += 1
+                        if c == 117:
+                            st = _HEX
+                            self._hexn = 0
+                            self._code = 0
+                        else:
+                            b = _ESCAPE[c] if c < 128 else 0
+                            if not b:
+                                raise ScanError("escape", base + i - 1, "unknown escape")
+                            if self._collect:
+                                self._put(b)
+                            st = _STR
+                    elif st == _HEX:
+                        st = self._hex(c, base + i)
+                        i += 1
+                    elif st == _LIT:
+                        lp = self._lp
+                        if c != self._lit[lp]:
+                            raise ScanError("syntax", base + i, "bad literal")
+                        i += 1
+                        lp += 1
+                        self._lp = lp
+                        if lp == len(self._lit):
+                            st = _AFTER
+                            if depth == self._span_depth:
+                                self._span_end(base + i)
+                    else:  # _LOW_BS, _LOW_U: a high surrogate must be followed by \uDC00-\uDFFF
+                        if c != (92 if st == _LOW_BS else 117):
+                            raise ScanError("escape", base + i, "high surrogate without a low one")
+                        i += 1
+                        if st == _LOW_BS:
+                            st = _LOW_U
+                        else:
+                            st = _HEX
+                            self._hexn = 0
+                            self._code = 0
+                    continue
+                if c == 32 or c == 10 or c == 13 or c == 9:
+                    i += 1
+                    continue
+                if st == _AFTER:
+                    top = stack[depth]
+                    if c == 44:
+                        st = _KEY if top == _OBJ else _VALUE
+                    elif (c == 125 and top == _OBJ) or (c == 93 and top == _ARR):
+                        depth -= 1
+                        st = _AFTER if depth else _DONE
+                        if depth == self._span_depth:
+                            self._span_end(base + i + 1)
+                    else:
+                        raise ScanError("syntax", base + i, "expected ',' or a closing bracket")
+                    i += 1
+                elif st == _COLON:
+                    if c != 58:
+                        raise ScanError("syntax", base + i, "expected ':'")
+                    st = _VALUE
+                    i += 1
+                elif st == _KEY or st == _KEY_OR_CLOSE:
+                    if c == 34:
+                        st = _STR
+                        self._is_key = True
+                        collect = depth == 1 or (depth == 2 and self._ctx != 0)
+                        self._collect = collect
+                        if collect:
+                            self._sn = 0
+                            self._cap = _KEY_CAP
+                            self._over = False
+                            self._sbeg = base + i
+                    elif c == 125 and st == _KEY_OR_CLOSE:
+                        depth -= 1
+                        st = _AFTER if depth else _DONE
+                        if depth == self._span_depth:
+                            self._span_end(base + i + 1)
+                    else:
+                        raise ScanError("syntax", base + i, "expected a key")
+                    i += 1
+                elif st == _DONE:
+                    raise ScanError("syntax", base + i, "data after the end of the message")
+                elif c == 93 and st == _VALUE_OR_CLOSE:
+                    depth -= 1
+                    st = _AFTER
+                    if depth == self._span_depth:
+                        self._span_end(base + i + 1)
+                    i += 1
+                else:  # a value starts: _START, _VALUE, _VALUE_OR_CLOSE
+                    if st == _START and c != 123:
+                        kind = "type" if c in b'["-0123456789tfn' else "syntax"
+                        raise ScanError(kind, base + i, "a Jobs message is a JSON object")
+                    slot = self._slot
+                    if slot:
+                        self._slot = 0
+                        self._value_starts(slot, c, depth, base + i)
+                    if c == 123 or c == 91:
+                        if depth >= self.max_depth:
+                            raise ScanError("depth", base + i, "nested deeper than %d" % self.max_depth)
+                        depth += 1
+                        if c == 123:
+                            stack[depth] = _OBJ
+                            st = _KEY_OR_CLOSE
+                        else:
+                            stack[depth] = _ARR
+                            st = _VALUE_OR_CLOSE
+                        if depth == 2:
+                            self._ctx = slot if c == 123 and (slot == _F_EXEC or slot == _F_STATE) else 0
+                    elif c == 34:
+                        st = _STR
+                        self._is_key = False
+                        collect = self._vslot != 0
+                        self._collect = collect
+                        if collect:
+                            self._sn = 0
+                            self._cap = self.max_str
+                            self._over = False
+                            self._sbeg = base + i
+                    elif c == 45 or 48 <= c <= 57:
+                        st = _NUM
+                        self._ns = _N_MINUS if c == 45 else (_N_ZERO if c == 48 else _N_INT)
+                        self._nlen = 1
+                        self._nbeg = base + i
+                        self._neg = c == 45
+                        self._acc = 0 if c == 45 else c - 48
+                        self._isint = True
+                    elif c == 116 or c == 102 or c == 110:
+                        st = _LIT
+                        self._lit = b"true" if c == 116 else (b"false" if c == 102 else b"null")
+                        self._lp = 1
+                    else:
+                        raise ScanError("syntax", base + i, "expected a value")
+                    i += 1
+        finally:
+            self._st = st
+            self._depth = depth
+
+    def _value_starts(self, slot, c, depth, offset):
+        """Check the JSON type of a field's value (null means absent) and prepare to keep it."""
+        if c == 110:
+            return
+        kind = _TYPE[slot]
+        if kind == _T_SPAN:
+            self._span_slot = slot
+            self._span_depth = depth
+            self._span_start = offset
+            return
+        if kind == _T_STR:
+            ok = c == 34
+        elif kind == _T_INT:
+            ok = c == 45 or 48 <= c <= 57
+        else:
+            ok = c == 123
+            if ok and slot == _F_EXEC:
+                self.fields.has_execution = True
+        if not ok:
+            raise ScanError("type", offset, "field value must be " + _TYPE_NAME[kind])
+        if kind != _T_OBJ:
+            self._vslot = slot
+
+    def _copy(self, buf, i, j):
+        sn = self._sn
+        cap = self._cap
+        scratch = self._scratch
+        while i < j and sn < cap:
+            scratch[sn] = buf[i]
+            sn += 1
+            i += 1
+        if i < j:
+            self._over = True
+        self._sn = sn
+
+    def _put(self, b):
+        sn = self._sn
+        if sn < self._cap:
+            self._scratch[sn] = b
+            self._sn = sn + 1
+        else:
+            self._over = True
+
+    def _utf8_lead(self, c, offset):
+        """Check a UTF-8 lead byte (RFC 3629: no overlongs, surrogates or > U+10FFFF)."""
+        if 0xC2 <= c <= 0xDF:
+            need, lo, hi = 1, 0x80, 0xBF
+        elif 0xE1 <= c <= 0xEF and c != 0xED:
+            need, lo, hi = 2, 0x80, 0xBF
+        elif c == 0xE0:
+            need, lo, hi = 2, 0xA0, 0xBF
+        elif c == 0xED:
+            need, lo, hi = 2, 0x80, 0x9F
+        elif c == 0xF0:
+            need, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= c <= 0xF3:
+            need, lo, hi = 3, 0x80, 0xBF
+        elif c == 0xF4:
+            need, lo, hi = 3, 0x80, 0x8F
+        else:
+            raise ScanError("utf8", offset, "invalid UTF-8 in a string")
+        self._need = need
+        self._lo = lo
+        self._hi = hi
+        if self._collect:
+            self._put(c)
+
+    def _hex(self, c, offset):
+        """One hex digit of \\uXXXX; returns the next state."""
+        v = _HEX_DIGIT[c]
+        if v > 15:
+            raise ScanError("escape", offset, "bad \\u escape")
+        code = self._code * 16 + v
+        self._hexn += 1
+        if self._hexn < 4:
+            self._code = code
+            return _HEX
+        high = self._high
+        if high:
+            if not 0xDC00 <= code <= 0xDFFF:
+                raise ScanError("escape", offset, "high surrogate without a low one")
+            code = 0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)
+            self._high = 0
+        elif 0xD800 <= code <= 0xDBFF:
+            self._high = code
+            return _LOW_BS
+        elif 0xDC00 <= code <= 0xDFFF:
+            raise ScanError("escape", offset, "low surrogate without a high one")
+        if self._collect:
+            put = self._put
+            if code < 0x80:
+                put(code)
+            elif code < 0x800:
+                put(0xC0 | code >> 6)
+                put(0x80 | code & 0x3F)
+            elif code < 0x10000:
+                put(0xE0 | code >> 12)
+                put(0x80 | code >> 6 & 0x3F)
+                put(0x80 | code & 0x3F)
+            else:
+                put(0xF0 | code >> 18)
+                put(0x80 | code >> 12 & 0x3F)
+                put(0x80 | code >> 6 & 0x3F)
+                put(0x80 | code & 0x3F)
+        return _STR
+
+    def _key_done(self, depth):
+        if self._over:
+            return
+        if depth == 1:
+            keys = _TOP_KEYS
+        elif self._ctx == _F_EXEC:
+            keys = _EXEC_KEYS
+        else:
+            keys = _STATE_KEYS
+        sn = self._sn
+        scratch = self._scratch
+        for name, slot in keys:
+            if len(name) == sn:
+                k = 0
+                while k < sn and scratch[k] == name[k]:
+                    k += 1
+                if k == sn:
+                    bit = 1 << slot
+                    if self._seen & bit:
+                        raise ScanError("duplicate", self._sbeg, "repeated key " + name.decode())
+                    self._seen |= bit
+                    self._slot = slot
+                    return
+
+    def _string_done(self):
+        slot = self._vslot
+        self._vslot = 0
+        sn = self._sn
+        if self._over:
+            if slot != _F_MESSAGE:
+                raise ScanError("string", self._sbeg, "longer than %d bytes" % self.max_str)
+            sn = _whole_chars(self._scratch, sn)
+        self.fields._set(slot, str(memoryview(self._scratch)[:sn], "utf-8"))
+
+    def _int_done(self):
+        slot = self._vslot
+        self._vslot = 0
+        if not self._isint:
+            raise ScanError("type", self._nbeg, "field value must be an integer")
+        self.fields._set(slot, -self._acc if self._neg else self._acc)
+
+    def _span_end(self, offset):
+        self.fields._set(self._span_slot, (self._span_start, offset))
+        self._span_slot = 0
+        self._span_depth = -1
+
+
+def _whole_chars(buf, n):
+    """Length of buf[:n] without a UTF-8 sequence cut off at its end."""
+    k = n
+    while k > 0 and buf[k - 1] & 0xC0 == 0x80:
+        k -= 1
+    if k == 0:
+        return n
+    lead = buf[k - 1]
+    want = 1 if lead < 0x80 else (2 if lead < 0xE0 else (3 if lead < 0xF0 else 4))
+    return n if n - (k - 1) >= want else k - 1
