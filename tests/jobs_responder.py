@@ -33,6 +33,7 @@ class Thing:
         self.silent = False
         self.log: list[dict] = []
         self.queued = 0
+        self.telemetry: list[str] = []
 
 
 class Responder:
@@ -56,7 +57,7 @@ class Responder:
     def start(self) -> "Responder":
         self.client.on_subscribe = lambda *a, **k: self._subscribed.set()
         self.client.connect("localhost", self.port, keepalive=60)
-        self.client.subscribe("$aws/things/+/jobs/#", qos=1)
+        self.client.subscribe([("$aws/things/+/jobs/#", 1), ("logi2/device/+", 0)])
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("jobs responder: no SUBACK from the broker")
@@ -111,6 +112,10 @@ class Responder:
     # -- requests -----------------------------------------------------------------------
     def _on_message(self, client, userdata, message) -> None:
         parts = message.topic.split("/")
+        if parts[0] == "logi2" and len(parts) == 3:
+            with self.lock:
+                self.thing(parts[2]).telemetry.append(message.payload.decode(errors="replace"))
+            return
         if len(parts) < 4 or parts[0] != "$aws" or parts[3] != "jobs":
             return
         if parts[-1] in ("accepted", "rejected", "notify", "notify-next"):
@@ -323,6 +328,8 @@ class Responder:
                     {k: e[k] for k in ("job_id", "status", "version", "execution_number", "details")}
                     for e in t.executions
                 ]
+            if kind == "telemetry":
+                return t.telemetry
             if kind == "log":
                 return t.log
             if kind == "reset":

@@ -38,12 +38,17 @@ def clean_details(details):
 
     Nothing fails: bad key characters become '_', keys are cut to 128; values that are not
     strings are converted with str(), control characters become spaces, values longer than
-    1024 are cut to 1021 + "...", empty values become "-"; pairs after the tenth are dropped.
+    1024 are cut to 1021 + "...", empty values become "-"; beyond ten pairs the rest are
+    dropped ("reason" is always kept).
     """
     out = {}
     if not isinstance(details, dict):
         return out
-    for k in details:
+    keys = list(details)
+    if "reason" in details:  # dicts are unordered on MicroPython: the reason always survives
+        keys.remove("reason")
+        keys.insert(0, "reason")
+    for k in keys:
         if len(out) >= _MAX_PAIRS:
             break
         key = "".join(c if _key_char(c) else "_" for c in str(k)[:_MAX_KEY])
