@@ -3,7 +3,7 @@ import opsfallback
 
 ops = opsfallback.load()
 
-import enginerig  # noqa: E402,F401  (registers the test operations)
+import testops  # noqa: E402  (registers the test operations)
 from jobs import config  # noqa: E402
 from jobs import engine as E  # noqa: E402
 from jobsctl import broker_port, responder  # noqa: E402
@@ -15,7 +15,7 @@ class Board:
     root = "/"
 
     def reset(self, reason):
-        raise enginerig.Reset(reason)
+        raise testops.Reset(reason)
 
     def connect_network(self, timeout_ms):
         pass
