@@ -11,8 +11,8 @@ from mptest import env
 
 sys.path[:0] = env("MPTEST_MPY").split(":")  # .mpy modules, as on a device
 
-from brokerrig import build, status, until
-from jobsctl import responder
+from brokerrig import build, status, until  # noqa: E402
+from jobsctl import responder  # noqa: E402
 
 THING = "engine-2"
 PAD = 128 * 1024
