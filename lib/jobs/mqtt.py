@@ -66,6 +66,8 @@ class MQTT(MQTTClient):
         self._tmv = memoryview(self._tbuf)
         self._hbuf = bytearray(8)
         self._hmv = memoryview(self._hbuf)
+        self._first = self._hmv[0:1]  # views made once: the idle loop allocates nothing
+        self._lenbyte = self._hmv[7:8]
         self.connect_timeout_ms = connect_timeout_ms
         self.io_timeout_ms = io_timeout_ms
         self.handler = None
@@ -139,7 +141,7 @@ class MQTT(MQTTClient):
     def _read_len(self, deadline):
         n = 0
         shift = 0
-        one = self._hmv[7:8]
+        one = self._lenbyte
         while True:
             self._read(one, 1, deadline)
             b = self._hbuf[7]
@@ -168,7 +170,7 @@ class MQTT(MQTTClient):
 
     def _first_byte(self, deadline):
         """The first byte of the next packet, or -1 when `deadline` passes first."""
-        one = self._hmv[0:1]
+        one = self._first
         while True:
             self._keepalive()
             r = self.sock.readinto(one)

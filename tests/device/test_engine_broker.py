@@ -84,3 +84,21 @@ def test_telemetry_is_published_to_logi2():
     for key in ("uptime", "heap_free", "job", "fw", "app", "jobs_ok", "jobs_failed", "reconnects", "ignored"):
         assert key in sample, (key, sample)
     eng.link.disconnect()
+
+
+def test_silent_service_never_hangs_the_loop():
+    import time
+
+    eng = build(THING, request_timeout_ms=500)
+    until(eng, lambda: eng.link.connected and not eng.want_next)
+    responder(cmd="silence", thing=THING, on=True)
+    try:
+        responder(cmd="create", thing=THING, job_id="hush", doc={"operation": "test.echo"})
+        for _ in range(3):
+            t0 = time.ticks_ms()
+            eng.step()
+            assert time.ticks_diff(time.ticks_ms(), t0) < 2500
+    finally:
+        responder(cmd="silence", thing=THING, on=False)
+    until(eng, lambda: status(THING, "hush")["status"] == "SUCCEEDED")
+    eng.link.disconnect()

@@ -179,3 +179,58 @@ def test_backoff_is_bounded_and_jittered():
     values = [mqtt.backoff_ms(a, 1000, 8000) for a in range(10) for _ in range(5)]
     assert max(values) <= 8000 and min(values) >= 500
     assert len(set(mqtt.backoff_ms(30, 1000, 8000) for _ in range(20))) > 1
+
+
+class _Watch:
+    """Wraps the connected socket and records setblocking() calls."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.blocking = []
+
+    def setblocking(self, flag):
+        self.blocking.append(flag)
+        return self.sock.setblocking(flag)
+
+    def readinto(self, *a):
+        return self.sock.readinto(*a)
+
+    def write(self, *a):
+        return self.sock.write(*a)
+
+    def close(self):
+        return self.sock.close()
+
+
+def test_never_switches_the_socket_to_blocking_after_connect():
+    # umqtt's wait_msg() calls sock.setblocking(True): on ESP32 that means wait for ever
+    client, rec = _client()
+    client.open([TOPIC])
+    watch = _Watch(client.sock)
+    client.sock = watch
+    client.publish(TOPIC, b"1", qos=1)
+    client.subscribe(TOPIC + b"/x", 1)
+    _until(client, lambda: rec.messages)
+    client.check_msg()
+    client.wait_msg()
+    assert True not in watch.blocking, watch.blocking
+    client.disconnect()
+
+
+def test_idle_waiting_allocates_nothing():
+    import gc
+
+    client, rec = _client()
+    client.open([TOPIC])
+    client.wait(0)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        for _ in range(50):
+            client.wait(0)
+        grown = gc.mem_alloc() - before
+    finally:
+        gc.enable()
+    assert grown == 0, grown
+    client.disconnect()
