@@ -120,28 +120,27 @@ class _Resources:
         return {"MPTEST_PROXY_PORT": str(proxy.port), "MPTEST_PROXY_CONTROL": str(proxy.control_port)}
 
     def _start_mpy(self) -> dict:
-        """lib/, the fetched umqtt and the device-test helpers compiled to .mpy, as on a device.
+        """Device modules compiled to .mpy, as the ESP32 loads them (no compiler heap peak).
 
-        Heap-limited tests put these first on sys.path: importing .py would measure the
-        compiler's peak, which a device running .mpy or frozen modules never pays.
+        MPTEST_MPY_LIB: lib/ (tools.build). MPTEST_MPY: lib/, the fetched umqtt and the
+        device-test helpers, for heap-limited tests that put them first on sys.path.
         """
-        from tools.build import mpy_cross
+        from tools.build import build, mpy_cross
 
         out = self.folder() / "mpy"
-        trees = {
-            "lib": ROOT / "lib",
-            "deps": ROOT / "build" / "deps",
-            "helpers": DEVICE_TESTS,
-        }
+        build(out)
         compiler = mpy_cross()
-        for name, top in trees.items():
+        for name, top in (("deps", ROOT / "build" / "deps"), ("helpers", DEVICE_TESTS)):
             for source in sorted(top.rglob("*.py")):
                 if name == "helpers" and source.name.startswith("test_"):
                     continue
                 target = (out / name / source.relative_to(top)).with_suffix(".mpy")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 subprocess.run([compiler, "-o", str(target), str(source)], check=True, capture_output=True)
-        return {"MPTEST_MPY": ":".join(str(out / name) for name in trees)}
+        return {
+            "MPTEST_MPY_LIB": str(out / "lib"),
+            "MPTEST_MPY": ":".join(str(out / name) for name in ("lib", "deps", "helpers")),
+        }
 
     def stop(self):
         for stop in reversed(self._stops):
