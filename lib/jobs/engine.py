@@ -302,6 +302,7 @@ class Engine:
             self.log("engine: final update of", job_id, "dropped:", code)
             self._drop(entry)
             return
+        self.log("engine: final update of", job_id, "dropped: version kept changing")
         self._drop(entry)
 
     # -- progress, from inside a handler ----------------------------------------------------
