@@ -57,6 +57,8 @@ class Responder:
     def start(self) -> "Responder":
         self.client.on_subscribe = lambda *a, **k: self._subscribed.set()
         self.client.connect("localhost", self.port, keepalive=60)
+        # answers are small: without TCP_NODELAY each one waits ~40 ms for a delayed ACK
+        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.subscribe([("$aws/things/+/jobs/#", 1), ("logi2/device/+", 0)])
         self.client.loop_start()
         if not self._subscribed.wait(10):

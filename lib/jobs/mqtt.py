@@ -9,6 +9,8 @@ What it changes (see docs/engine.md):
   the connection after 1.5 x keepalive without inbound traffic;
 * incoming messages are read into one preallocated buffer (topic into a small one) with
   `readinto`; a payload larger than the buffer is streamed in buffer-sized chunks;
+* each outgoing packet is assembled in a 1 KiB buffer and written at once (larger
+  payloads: header, then payload);
 * packet ids wrap 65535 -> 1 (never 0); QoS 1 publish/subscribe wait for their ack with a
   deadline; reconnect with exponential backoff and jitter, then resubscribe.
 
@@ -26,6 +28,7 @@ from micropython import const
 from umqtt.simple import MQTTClient, MQTTException
 
 _TOPIC_SIZE = const(256)
+_TX_SIZE = const(1024)  # a request up to this size goes out in one write
 _POLL_SLICE_MS = const(200)
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
@@ -66,6 +69,8 @@ class MQTT(MQTTClient):
         self._tmv = memoryview(self._tbuf)
         self._hbuf = bytearray(8)
         self._hmv = memoryview(self._hbuf)
+        self._tx = bytearray(_TX_SIZE)
+        self._txmv = memoryview(self._tx)
         self._first = self._hmv[0:1]  # views made once: the idle loop allocates nothing
         self._lenbyte = self._hmv[7:8]
         self.connect_timeout_ms = connect_timeout_ms
@@ -285,6 +290,11 @@ class MQTT(MQTTClient):
         raw = socket.socket()
         try:
             raw.settimeout(ms / 1000)
+            try:
+                # small packets in both directions: Nagle + delayed ACK would add ~40 ms each
+                raw.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+            except OSError:
+                pass
             raw.connect(addr)
             sock = raw
             if self.ssl:
@@ -321,33 +331,37 @@ class MQTT(MQTTClient):
         cid = self.client_id
         if isinstance(cid, str):
             cid = cid.encode()
-        h = self._hbuf
-        h[0] = 0x10
-        n = self._put_len(1, 10 + 2 + len(cid))
-        self._write(self._hmv, n)
         ka = self.keepalive
-        body = bytearray(b"\x00\x04MQTT\x04\x00\x00\x00")
-        body[7] = 2 if clean_session else 0
-        body[8] = ka >> 8
-        body[9] = ka & 0xFF
-        self._write(body)
-        self._write_str(cid)
+        tx = self._tx
+        tx[0] = 0x10
+        i = self._put_len(1, 10 + 2 + len(cid))
+        tx[i : i + 7] = b"\x00\x04MQTT\x04"
+        tx[i + 7] = 2 if clean_session else 0
+        tx[i + 8] = ka >> 8
+        tx[i + 9] = ka & 0xFF
+        i = self._put_str(i + 10, cid)
+        self._write(self._txmv, i)
 
     def _put_len(self, i, n):
-        h = self._hbuf
+        """Remaining Length (variable byte integer) into the tx buffer at i; the next index."""
+        tx = self._tx
         while n > 0x7F:
-            h[i] = (n & 0x7F) | 0x80
+            tx[i] = (n & 0x7F) | 0x80
             n >>= 7
             i += 1
-        h[i] = n
+        tx[i] = n
         return i + 1
 
-    def _write_str(self, s):
-        h = self._hbuf
-        h[0] = len(s) >> 8
-        h[1] = len(s) & 0xFF
-        self._write(self._hmv, 2)
-        self._write(s)
+    def _put_str(self, i, s):
+        """A length-prefixed string into the tx buffer at i; the next index."""
+        n = len(s)
+        if i + 2 + n > len(self._tx):
+            raise ValueError("topic too long")
+        tx = self._tx
+        tx[i] = n >> 8
+        tx[i + 1] = n & 0xFF
+        tx[i + 2 : i + 2 + n] = s
+        return i + 2 + n
 
     def close(self):
         """Drop the connection (no DISCONNECT)."""
@@ -374,19 +388,28 @@ class MQTT(MQTTClient):
         self.last_ping = time.ticks_ms()
 
     def publish(self, topic, msg, retain=False, qos=0):
-        """Send PUBLISH; with qos=1 wait (bounded) for its PUBACK. Raises LinkDown."""
-        h = self._hbuf
-        h[0] = 0x30 | qos << 1 | (1 if retain else 0)
-        n = self._put_len(1, 2 + len(topic) + len(msg) + (2 if qos else 0))
-        self._write(self._hmv, n)
-        self._write_str(topic)
+        """Send PUBLISH; with qos=1 wait (bounded) for its PUBACK. Raises LinkDown.
+
+        The packet is assembled in the tx buffer and written at once: separate small writes
+        would each become a TLS record and meet Nagle + delayed ACK (about 40 ms each).
+        """
+        tx = self._tx
+        tx[0] = 0x30 | qos << 1 | (1 if retain else 0)
+        i = self._put_len(1, 2 + len(topic) + len(msg) + (2 if qos else 0))
+        i = self._put_str(i, topic)
         pid = 0
         if qos:
             pid = self.next_pid()
-            h[0] = pid >> 8
-            h[1] = pid & 0xFF
-            self._write(self._hmv, 2)
-        self._write(msg)
+            tx[i] = pid >> 8
+            tx[i + 1] = pid & 0xFF
+            i += 2
+        n = len(msg)
+        if i + n <= len(tx):
+            tx[i : i + n] = msg
+            self._write(self._txmv, i + n)
+        else:
+            self._write(self._txmv, i)
+            self._write(msg)
         if qos == 1:
             self._await_ack(pid, "PUBACK")
         return pid
@@ -394,16 +417,14 @@ class MQTT(MQTTClient):
     def subscribe(self, topic, qos=1):
         """SUBSCRIBE one filter and wait (bounded) for its SUBACK; MQTTException if refused."""
         pid = self.next_pid()
-        h = self._hbuf
-        h[0] = 0x82
-        n = self._put_len(1, 2 + 2 + len(topic) + 1)
-        self._write(self._hmv, n)
-        h[0] = pid >> 8
-        h[1] = pid & 0xFF
-        self._write(self._hmv, 2)
-        self._write_str(topic)
-        h[0] = qos
-        self._write(self._hmv, 1)
+        tx = self._tx
+        tx[0] = 0x82
+        i = self._put_len(1, 2 + 2 + len(topic) + 1)
+        tx[i] = pid >> 8
+        tx[i + 1] = pid & 0xFF
+        i = self._put_str(i + 2, topic)
+        tx[i] = qos
+        self._write(self._txmv, i + 1)
         self._await_ack(pid, "SUBACK")
         if self._ack_code & 0x80:
             raise MQTTException(0x80)
