@@ -26,7 +26,7 @@ def test_heap_is_flat_over_mqtt_job_cycles():
     for i in range(1, CYCLES + 1):
         job_id = "m-" + str(i)
         responder(cmd="create", thing=THING, job_id=job_id, doc={"operation": "test.steps", "n": 1})
-        until(eng, lambda: eng.jobs_ok == i)
+        until(eng, lambda n=i: eng.jobs_ok == n)
         if i in (10, CYCLES):
             gc.collect()
             marks[i] = gc.mem_alloc()
