@@ -94,13 +94,53 @@ class _Resources:
             "MPTEST_OTHER_PKI": str(self.folder() / "other"),
         }
 
+    def _start_responder(self) -> dict:
+        """A scripted Jobs service (tests/jobs_responder.py) on the broker, and device things."""
+        from pathlib import Path as _Path
+
+        from tests.jobs_responder import Responder
+        from tools.broker import Broker
+
+        broker_env = self.env(["broker"])
+        broker = Broker(self.folder() / "broker")
+        broker.prepare()
+        for thing in ("engine-1", "engine-2", "engine-3"):
+            broker.device(thing, "ec")
+        responder = Responder(int(broker_env["MPTEST_BROKER_PORT"]), _Path(broker_env["MPTEST_PKI"])).start()
+        self._stops.append(responder.stop)
+        return {"MPTEST_RESPONDER_PORT": str(responder.control_port)}
+
+    def _start_linkproxy(self) -> dict:
+        """A TCP proxy to the broker that tests can freeze or cut (tests/linkproxy.py)."""
+        from tests.linkproxy import LinkProxy
+
+        broker_env = self.env(["broker"])
+        proxy = LinkProxy(int(broker_env["MPTEST_BROKER_PORT"])).start()
+        self._stops.append(proxy.stop)
+        return {"MPTEST_PROXY_PORT": str(proxy.port), "MPTEST_PROXY_CONTROL": str(proxy.control_port)}
+
     def _start_mpy(self) -> dict:
-        """Device modules compiled to .mpy, as the ESP32 loads them (no compiler heap peak)."""
-        from tools.build import build
+        """Device modules compiled to .mpy, as the ESP32 loads them (no compiler heap peak).
+
+        MPTEST_MPY_LIB: lib/ (tools.build). MPTEST_MPY: lib/, the fetched umqtt and the
+        device-test helpers, for heap-limited tests that put them first on sys.path.
+        """
+        from tools.build import build, mpy_cross
 
         out = self.folder() / "mpy"
         build(out)
-        return {"MPTEST_MPY_LIB": str(out / "lib")}
+        compiler = mpy_cross()
+        for name, top in (("deps", ROOT / "build" / "deps"), ("helpers", DEVICE_TESTS)):
+            for source in sorted(top.rglob("*.py")):
+                if name == "helpers" and source.name.startswith("test_"):
+                    continue
+                target = (out / name / source.relative_to(top)).with_suffix(".mpy")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([compiler, "-o", str(target), str(source)], check=True, capture_output=True)
+        return {
+            "MPTEST_MPY_LIB": str(out / "lib"),
+            "MPTEST_MPY": ":".join(str(out / name) for name in ("lib", "deps", "helpers")),
+        }
 
     def _start_fileserver(self) -> dict:
         from tests.host.fileserver import FileServer

@@ -1,0 +1,160 @@
+# jobs.config: the device's config.json, validated at boot. MIT licence.
+"""Load and validate `config.json`; apply remotely settable keys (the `config.set` operation).
+
+`load(path)` returns a dict with every key of SCHEMA (defaults filled in) or raises
+`ConfigError` whose message names the bad key. Unknown keys are errors too, so a typo in a
+key name is reported rather than silently ignored.
+"""
+
+import json
+
+from jobs import store
+
+_STR = "str"
+_INT = "int"
+_BOOL = "bool"
+_REQUIRED = None
+
+# (key, type, default, lo, hi, remotely settable). For str, lo/hi bound the length.
+SCHEMA = (
+    ("endpoint", _STR, _REQUIRED, 1, 253, False),
+    ("port", _INT, 8883, 1, 65535, False),
+    ("thing_name", _STR, _REQUIRED, 1, 128, False),
+    ("cert", _STR, "certs/device.cert.der", 1, 128, False),
+    ("key", _STR, "certs/device.key.der", 1, 128, False),
+    ("ca", _STR, "certs/ca.cert.der", 1, 128, False),
+    ("board", _STR, "esp32", 1, 32, False),
+    ("wifi_ssid", _STR, "", 0, 32, False),
+    ("wifi_password", _STR, "", 0, 64, False),
+    ("app_version", _STR, "", 0, 32, False),
+    ("journal", _STR, "journal.json", 1, 128, False),
+    ("buffer_size", _INT, 8192, 1024, 65536, False),
+    ("max_document", _INT, 8192, 64, 65536, True),
+    ("keepalive", _INT, 60, 2, 1200, True),
+    ("connect_timeout_ms", _INT, 10000, 500, 60000, False),
+    ("request_timeout_ms", _INT, 10000, 200, 60000, True),
+    ("reconnect_min_ms", _INT, 1000, 10, 60000, False),
+    ("reconnect_max_ms", _INT, 120000, 100, 3600000, True),
+    ("retries", _INT, 4, 0, 10, True),
+    ("retry_base_ms", _INT, 1000, 10, 60000, True),
+    ("progress_interval_ms", _INT, 10000, 0, 3600000, True),
+    ("step_timeout_min", _INT, 0, 0, 10080, True),
+    ("telemetry_interval_s", _INT, 60, 0, 86400, True),
+    ("query_next_first", _BOOL, False, 0, 1, True),
+)
+
+
+class ConfigError(ValueError):
+    """A bad config.json; the message names the key."""
+
+
+def _entry(key):
+    for entry in SCHEMA:
+        if entry[0] == key:
+            return entry
+    return None
+
+
+def _thing_name_ok(name):
+    for c in name:
+        if not (c.isalpha() or c.isdigit() or c in ":_-") or ord(c) > 127:
+            return False
+    return True
+
+
+def _check(entry, value):
+    """None when `value` fits `entry`, else the reason (without the key)."""
+    _, kind, _, lo, hi, _ = entry
+    if kind == _BOOL:
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind == _INT:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return "must be an integer " + str(lo) + ".." + str(hi)
+        return None
+    if not isinstance(value, str) or not lo <= len(value) <= hi:
+        return "must be a string of " + str(lo) + ".." + str(hi) + " characters"
+    return None
+
+
+def _cross_check(cfg):
+    if cfg["max_document"] > cfg["buffer_size"]:
+        return "max_document", "must not exceed buffer_size (" + str(cfg["buffer_size"]) + ")"
+    if cfg["reconnect_max_ms"] < cfg["reconnect_min_ms"]:
+        return "reconnect_max_ms", "must not be below reconnect_min_ms"
+    if not _thing_name_ok(cfg["thing_name"]):
+        return "thing_name", "may hold only letters, digits, ':', '_' and '-'"
+    return None
+
+
+def validate(raw):
+    """A full config dict from the decoded `raw` dict; ConfigError naming the bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: must be a JSON object")
+    for key in raw:
+        if _entry(key) is None:
+            raise ConfigError("config key '" + str(key) + "': unknown key")
+    cfg = {}
+    for entry in SCHEMA:
+        key, default = entry[0], entry[2]
+        if key not in raw:
+            if default is _REQUIRED:
+                raise ConfigError("config key '" + key + "': missing (required)")
+            cfg[key] = default
+            continue
+        reason = _check(entry, raw[key])
+        if reason:
+            raise ConfigError("config key '" + key + "': " + reason)
+        cfg[key] = raw[key]
+    bad = _cross_check(cfg)
+    if bad:
+        raise ConfigError("config key '" + bad[0] + "': " + bad[1])
+    return cfg
+
+
+def load(path):
+    """The validated config in the JSON file `path`; ConfigError with a clear message."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError(path + ": cannot be read")
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ConfigError(path + ": not valid JSON")
+    return validate(raw)
+
+
+def remote_keys():
+    """Keys a `config.set` job may change."""
+    return tuple(e[0] for e in SCHEMA if e[5])
+
+
+def apply_remote(cfg, values, path):
+    """Validate `values`, apply them to `cfg` and persist them to `path` atomically.
+
+    Raises ValueError(reason) and changes nothing when any key is unknown, not remotely
+    settable, or out of bounds.
+    """
+    if not isinstance(values, dict) or not values:
+        raise ValueError("values: must be a non-empty object")
+    for key in values:
+        entry = _entry(key)
+        if entry is None:
+            raise ValueError("unknown key " + str(key))
+        if not entry[5]:
+            raise ValueError(key + ": not remotely settable")
+        reason = _check(entry, values[key])
+        if reason:
+            raise ValueError(key + ": " + reason)
+    merged = dict(cfg)
+    merged.update(values)
+    bad = _cross_check(merged)
+    if bad:
+        raise ValueError(bad[0] + ": " + bad[1])
+    raw = store.load(path, {})
+    if not isinstance(raw, dict):
+        raw = {}
+    raw.update(values)
+    store.save(path, raw)
+    cfg.update(values)

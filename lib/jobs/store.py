@@ -1,0 +1,56 @@
+# jobs.store: small JSON files written atomically. MIT licence.
+"""Small JSON files that survive a reset: written to `<path>.tmp`, then renamed over `path`.
+
+On LittleFS (ESP32) and POSIX a rename replaces the target atomically, so a reader sees the
+old file or the new one, never half of one.
+"""
+
+import json
+import os
+
+
+def load(path, default=None):
+    """The decoded JSON in `path`, or `default` when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def save(path, value):
+    """Write `value` as JSON to `path` atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.rename(tmp, path)
+
+
+def remove(path):
+    """Delete `path` if it exists."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class Journal:
+    """The execution being worked on and its phase (see docs/contracts.md).
+
+    Phases: "claimed", "running" (or an op's own phase), "done". `clear()` removes it.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        entry = load(self.path)
+        if isinstance(entry, dict) and entry.get("job_id") and entry.get("phase"):
+            return entry
+        return None
+
+    def write(self, entry):
+        save(self.path, entry)
+
+    def clear(self):
+        remove(self.path)

@@ -1,0 +1,105 @@
+# jobs.config (validation naming the bad key, remote settings) and jobs.store (atomic files).
+import json
+import os
+
+from jobs import config, store, telemetry
+from mptest import raises
+
+PATH = "/tmp/mptest-config-" + str(id(object())) + ".json"
+GOOD = {"endpoint": "abc-ats.iot.eu-west-1.amazonaws.com", "thing_name": "thing-1"}
+
+
+def _write(value):
+    with open(PATH, "w") as f:
+        f.write(value if isinstance(value, str) else json.dumps(value))
+
+
+def _error(value):
+    _write(value)
+    with raises(config.ConfigError) as caught:
+        config.load(PATH)
+    return str(caught.value)
+
+
+def test_defaults_are_filled_in():
+    _write(GOOD)
+    cfg = config.load(PATH)
+    assert cfg["port"] == 8883 and cfg["buffer_size"] == 8192 and cfg["keepalive"] == 60
+    assert cfg["thing_name"] == "thing-1"
+
+
+def test_every_error_names_the_key():
+    assert "'thing_name': missing" in _error({"endpoint": "x"})
+    assert "'port': must be an integer 1..65535" in _error(dict(GOOD, port="8883"))
+    assert "'port'" in _error(dict(GOOD, port=70000))
+    assert "'portt': unknown key" in _error(dict(GOOD, portt=1))
+    assert "'query_next_first': must be true or false" in _error(dict(GOOD, query_next_first=1))
+    assert "'max_document': must not exceed buffer_size" in _error(
+        dict(GOOD, buffer_size=4096, max_document=8192)
+    )
+    assert "'thing_name'" in _error(dict(GOOD, thing_name="bad name"))
+    assert "not valid JSON" in _error("{nope")
+    assert "must be a JSON object" in _error("[1]")
+    os.remove(PATH)
+    with raises(config.ConfigError) as caught:
+        config.load(PATH)
+    assert "cannot be read" in str(caught.value)
+
+
+def test_apply_remote_validates_applies_and_persists():
+    _write(GOOD)
+    cfg = config.load(PATH)
+    config.apply_remote(cfg, {"telemetry_interval_s": 5, "progress_interval_ms": 100}, PATH)
+    assert cfg["telemetry_interval_s"] == 5
+    again = config.load(PATH)
+    assert again["telemetry_interval_s"] == 5 and again["progress_interval_ms"] == 100
+    assert not os.stat(PATH)[6] == 0
+
+
+def test_apply_remote_refuses_and_changes_nothing():
+    _write(GOOD)
+    cfg = config.load(PATH)
+    for values, words in (
+        ({"endpoint": "evil.example"}, "endpoint: not remotely settable"),
+        ({"ca": "/other"}, "ca: not remotely settable"),
+        ({"telemetry_interval_s": -1}, "telemetry_interval_s: must be an integer"),
+        ({"nonsense": 1}, "unknown key nonsense"),
+        ({"max_document": 60000}, "max_document: must not exceed buffer_size"),
+        ({}, "non-empty"),
+    ):
+        with raises(ValueError) as caught:
+            config.apply_remote(cfg, values, PATH)
+        assert words in str(caught.value), (words, caught.value)
+    assert cfg == config.load(PATH)
+    assert "endpoint" not in config.remote_keys() and "telemetry_interval_s" in config.remote_keys()
+
+
+def test_store_writes_atomically_and_journal_round_trips():
+    path = PATH + ".journal"
+    store.save(path, {"a": 1})
+    assert store.load(path) == {"a": 1}
+    assert store.load(path + ".missing", "dflt") == "dflt"
+    try:
+        os.stat(path + ".tmp")
+        raise AssertionError("temporary file left behind")
+    except OSError:
+        pass
+    j = store.Journal(path)
+    j.write({"job_id": "j", "execution_number": 1, "phase": "claimed"})
+    assert j.read()["phase"] == "claimed"
+    with open(path, "w") as f:
+        f.write("{half")  # a torn file is never taken for a journal
+    assert j.read() is None
+    j.clear()
+    assert j.read() is None
+
+
+def test_telemetry_message_is_bounded_json():
+    t = telemetry.Telemetry("thing-1", 60, "app-" + "v" * 100)
+    stats = {"job": "j" * 200, "jobs_ok": 3, "jobs_failed": 1, "reconnects": 2, "ignored": 7}
+    msg = t.message(stats)
+    doc = json.loads(msg)
+    assert doc["job"] == "j" * 64 and len(doc["app"]) == 32 and doc["jobs_ok"] == 3
+    assert len(msg) < 300, len(msg)
+    assert t.topic == b"logi2/device/thing-1"
+    assert json.loads(t.message({}))["job"] is None

@@ -1,0 +1,258 @@
+# micropython: timeout=120
+# The engine on the in-process fake Jobs service: happy path, bad documents, handler failures,
+# duplicates, cancellation, VersionMismatch, retries, reset recovery from each journal state.
+import enginerig as R
+from enginerig import HOOK, RUNS, Reset, Rig, ops
+
+
+def test_happy_path_claims_runs_and_reports_succeeded():
+    rig = Rig()
+    rig.create("job-1", {"operation": "test.echo", "value": 7})
+    rig.until(lambda: rig.service.status("job-1") == "SUCCEEDED")
+    assert rig.service.find("job-1")["details"] == {"echo": "7"}
+    assert rig.engine.jobs_ok == 1
+    assert rig.journal.read() is None
+
+
+def test_jobs_queued_before_boot_run_in_order():
+    rig = Rig()
+    for i in range(3):
+        rig.service.create("q-" + str(i), {"operation": "test.echo", "value": i})
+    rig.until(lambda: rig.engine.jobs_ok == 3)
+    assert [u[0] for u in rig.service.updates] == ["q-0", "q-1", "q-2"]
+
+
+def test_unknown_operation_is_rejected_with_a_reason():
+    rig = Rig()
+    rig.create("bad-op", {"operation": "nope"})
+    rig.until(lambda: rig.service.status("bad-op") == "REJECTED")
+    assert "unsupported operation nope" in rig.service.find("bad-op")["details"]["reason"]
+
+
+def test_bad_parameter_is_rejected_never_run():
+    rig = Rig()
+    before = RUNS.get("test.echo", 0)
+    rig.create("bad-param", {"operation": "test.echo", "value": 1000})
+    rig.until(lambda: rig.service.status("bad-param") == "REJECTED")
+    assert rig.service.find("bad-param")["details"]["reason"].startswith("value:")
+    assert RUNS.get("test.echo", 0) == before
+
+
+def test_document_not_an_object_is_rejected():
+    rig = Rig()
+    rig.create("list-doc", [1, 2])
+    rig.until(lambda: rig.service.status("list-doc") == "REJECTED")
+    assert "not a JSON object" in rig.service.find("list-doc")["details"]["reason"]
+
+
+def test_document_over_max_document_fails_with_the_size():
+    rig = Rig(max_document=1024, buffer_size=4096)
+    rig.create("big", {"operation": "test.echo", "pad": "x" * 2000})
+    rig.until(lambda: rig.service.status("big") == "FAILED")
+    reason = rig.service.find("big")["details"]["reason"]
+    assert reason.startswith("document too large (") and reason.endswith(" > 1024)"), reason
+
+
+def test_message_larger_than_the_buffer_is_streamed_and_fails_with_the_size():
+    rig = Rig(max_document=1024, buffer_size=2048)
+    rig.create("huge", {"operation": "test.echo", "pad": "x" * 20000})
+    rig.until(lambda: rig.service.status("huge") == "FAILED")
+    reason = rig.service.find("huge")["details"]["reason"]
+    assert reason.startswith("document too large (2") and reason.endswith(" > 1024)"), reason
+    rig.create("after", {"operation": "test.echo", "value": 1})
+    rig.until(lambda: rig.service.status("after") == "SUCCEEDED")
+
+
+def test_handler_failure_and_crash_fail_the_job_not_the_loop():
+    rig = Rig()
+    rig.create("f", {"operation": "test.fail"})
+    rig.create("c", {"operation": "test.crash"})
+    rig.create("ok", {"operation": "test.echo", "value": 1})
+    rig.until(lambda: rig.service.status("ok") == "SUCCEEDED")
+    assert rig.service.find("f")["details"] == {"reason": "no luck"}
+    assert "ZeroDivisionError" in rig.service.find("c")["details"]["reason"]
+    assert rig.engine.jobs_failed == 2 and rig.engine.jobs_ok == 1
+
+
+def test_duplicate_deliveries_of_the_running_execution_are_suppressed():
+    rig = Rig()
+    seen = []
+
+    def hook(job):
+        svc = rig.service
+        e = svc.find(job.id)
+        # the same execution again: notify-next twice, and a start-next answer nobody awaits
+        rig.link.push([svc.notify_next(e), svc.notify_next(e)])
+        stale = {"clientToken": "abcd1234-999", "timestamp": 1, "execution": svc.execution(e)}
+        rig.link.push([(svc.prefix + "start-next/accepted", stale)])
+        seen.append(job.progress({"p": "1"}))
+        seen.append(job.progress({"p": "2"}))
+        return {"done": "1"}
+
+    HOOK[0] = hook
+    before = RUNS.get("test.hook", 0)
+    rig.create("dup", {"operation": "test.hook"})
+    rig.until(lambda: rig.service.status("dup") == "SUCCEEDED")
+    # a late notify-next for the finished execution does not start anything
+    rig.link.push([rig.service.notify_next(rig.service.find("dup"))])
+    rig.settle(10)
+    assert RUNS["test.hook"] == before + 1
+    assert seen == [True, True]
+    assert rig.client.ignored >= 1
+    assert rig.engine.duplicates >= 1
+
+
+def test_cancel_seen_in_notify_next_stops_the_handler_and_reports_nothing_more():
+    rig = Rig()
+    rig.create("long", {"operation": "test.steps", "n": 50})
+    rig.create("next", {"operation": "test.echo", "value": 2})
+    count = [0]
+
+    def cancel_after_three(job):
+        count[0] += 1
+        return count[0]
+
+    orig = rig.engine._progress
+
+    def progress(job, details):
+        if count[0] == 3:
+            rig.link.push(rig.service.cancel("long"))
+        cancel_after_three(job)
+        return orig(job, details)
+
+    rig.engine._progress = progress
+    rig.until(lambda: rig.service.status("next") == "SUCCEEDED")
+    updates = rig.updates("long")
+    assert all(u[1] == "IN_PROGRESS" for u in updates), updates
+    assert len(updates) == 3, updates
+    assert rig.service.status("long") == "CANCELED"
+    assert rig.engine.canceled == 1
+
+
+def test_update_rejected_as_terminal_cancels_the_running_job():
+    rig = Rig()
+    rig.create("gone", {"operation": "test.steps", "n": 20})
+    calls = [0]
+    orig = rig.engine._progress
+
+    def progress(job, details):
+        calls[0] += 1
+        if calls[0] == 2:
+            rig.service.cancel("gone")  # no notification delivered: only the update tells
+        return orig(job, details)
+
+    rig.engine._progress = progress
+    rig.until(lambda: rig.engine.canceled == 1)
+    assert calls[0] == 2
+    assert [u[1] for u in rig.updates("gone")] == ["IN_PROGRESS"]
+
+
+def test_version_mismatch_is_reconciled_by_describe():
+    rig = Rig()
+
+    def bump(job):
+        rig.service.find(job.id)["version"] += 1  # someone else changed the execution
+        return {"ok": "1"}
+
+    HOOK[0] = bump
+    rig.create("vm", {"operation": "test.hook"})
+    rig.until(lambda: rig.service.status("vm") == "SUCCEEDED")
+    assert rig.service.find("vm")["details"] == {"ok": "1"}
+
+
+def test_throttled_update_is_retried_with_fresh_tokens():
+    rig = Rig()
+    rig.service.faults["update"] = ["RequestThrottled", "InternalError"]
+    rig.create("thr", {"operation": "test.echo", "value": 3})
+    rig.until(lambda: rig.service.status("thr") == "SUCCEEDED")
+    assert rig.service.faults["update"] == []
+
+
+def test_update_throttled_past_the_retries_is_kept_and_sent_later():
+    rig = Rig(retries=1)
+    rig.service.faults["update"] = ["RequestThrottled"] * 2
+    rig.create("later", {"operation": "test.echo", "value": 3})
+    rig.until(lambda: rig.journal.read() is not None and rig.journal.read()["phase"] == "done")
+    rig.until(lambda: rig.service.status("later") == "SUCCEEDED", steps=2000)
+    assert rig.journal.read() is None
+
+
+def test_link_lost_while_claiming_reconnects_and_asks_again():
+    rig = Rig()
+    rig.engine.step()  # connected, nothing pending
+    rig.link.fail_publish = 1
+    rig.create("relink", {"operation": "test.echo", "value": 4})
+    rig.until(lambda: rig.service.status("relink") == "SUCCEEDED")
+    assert rig.link.connects == 2
+
+
+def _claimed(rig, job_id, doc, phase, **extra):
+    rig.service.create(job_id, doc)
+    rig.service.answer(rig.service.prefix + "start-next", '{"clientToken":"old-1"}')
+    entry = {"job_id": job_id, "execution_number": 1, "phase": phase}
+    entry.update(extra)
+    rig.journal.write(entry)
+
+
+def test_reset_in_claimed_runs_the_handler_once():
+    rig = Rig()
+    before = RUNS.get("test.echo", 0)
+    _claimed(rig, "rc", {"operation": "test.echo", "value": 5}, "claimed")
+    rig.until(lambda: rig.service.status("rc") == "SUCCEEDED")
+    assert RUNS["test.echo"] == before + 1
+
+
+def test_reset_while_running_fails_without_rerun():
+    rig = Rig()
+    before = RUNS.get("test.echo", 0)
+    _claimed(rig, "rr", {"operation": "test.echo", "value": 5}, "running", op="test.echo")
+    rig.until(lambda: rig.service.status("rr") == "FAILED")
+    assert rig.service.find("rr")["details"] == {"reason": R.E.INTERRUPTED}
+    assert RUNS.get("test.echo", 0) == before
+
+
+def test_reset_in_an_op_phase_resumes_the_op():
+    rig = Rig()
+    rig.create("boot", {"operation": "test.reboot"})
+    try:
+        rig.until(lambda: False, steps=50)
+    except Reset:
+        pass
+    assert rig.journal.read()["phase"] == "rebooting"
+    assert [u[1] for u in rig.updates("boot")] == ["IN_PROGRESS"]
+    # a new boot: same journal file, same service
+    rig2 = Rig(service=rig.service, fresh_journal=False)
+    rig2.until(lambda: rig.service.status("boot") == "SUCCEEDED")
+    assert rig.service.find("boot")["details"] == {"rebooted": "yes", "at": "1"}
+    assert RUNS["test.reboot"] == 1 and RUNS["test.reboot.resume"] == 1
+
+
+def test_reset_in_done_sends_the_stored_final_update():
+    rig = Rig()
+    before = RUNS.get("test.echo", 0)
+    _claimed(rig, "rd", {"operation": "test.echo"}, "done", status="SUCCEEDED", details={"kept": "yes"})
+    rig.until(lambda: rig.service.status("rd") == "SUCCEEDED")
+    assert rig.service.find("rd")["details"] == {"kept": "yes"}
+    assert RUNS.get("test.echo", 0) == before
+
+
+def test_journaled_execution_canceled_meanwhile_is_dropped():
+    rig = Rig()
+    _claimed(rig, "rx", {"operation": "test.echo"}, "running", op="test.echo")
+    rig.service.cancel("rx")
+    rig.settle(5)
+    assert rig.journal.read() is None
+    assert rig.updates("rx") == []
+
+
+def test_rejected_start_next_pauses_instead_of_looping():
+    rig = Rig(retries=1)
+    rig.service.faults["start-next"] = ["InvalidRequest"]
+    rig.create("p", {"operation": "test.echo"})
+    rig.settle(5)
+    assert rig.service.requests <= 3
+    rig.until(lambda: rig.service.status("p") == "SUCCEEDED", steps=3000)
+
+
+def test_ops_is_the_contracts():
+    assert ops.find("test.echo").name == "test.echo"
