@@ -90,7 +90,7 @@ class Device:
         token = payload.get("clientToken") if isinstance(payload, dict) else None
         if token is not None and message.topic.endswith(("/accepted", "/rejected")):
             with self._lock:
-                slot = self.waiting.get(token)
+                slot = self.waiting.pop(token, None)  # a duplicate answer goes to .messages
             if slot is not None:
                 slot.put((message.topic, payload, arrived))
                 return
