@@ -129,6 +129,9 @@ def test_continuous_job_reaches_later_group_members(aws, iot):
     summaries = iot.list_job_executions_for_job(jobId="boto-cont")["executionSummaries"]
     assert [s["thingArn"].rsplit("/", 1)[1] for s in summaries] == ["boto-late"]
     assert iot.list_jobs(targetSelection="CONTINUOUS")["jobs"][0]["jobId"] == "boto-cont"
+    iot.remove_thing_from_thing_group(thingGroupName="fleet-c", thingName="boto-late")
+    execution = iot.describe_job_execution(jobId="boto-cont", thingName="boto-late")["execution"]
+    assert execution["status"] == "REMOVED"
 
 
 @pytest.mark.parametrize(

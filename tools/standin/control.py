@@ -200,7 +200,7 @@ class ControlServer:
         self.httpd.daemon_threads = True
         self.httpd.plane = ControlPlane(engine, endpoint)
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property

@@ -700,8 +700,19 @@ class Engine:
     def remove_thing_from_group(self, body: dict) -> dict:
         group = self._name_from(body, "thingGroupName", "thingGroupArn")
         thing = self._name_from(body, "thingName", "thingArn")
+        at = now()
         with self.store.transaction() as db:
             db.execute("DELETE FROM group_members WHERE group_name = ? AND thing = ?", (group, thing))
+            # a thing leaving the group of a continuous job: its pending execution becomes REMOVED
+            group_arn = self._arn("thinggroup", group)
+            thing_arn = self._arn("thing", thing)
+            for job in db.execute("SELECT * FROM jobs WHERE status = 'IN_PROGRESS'").fetchall():
+                targets = json.loads(job["body"]).get("targets", [])
+                if group_arn not in targets or thing_arn in targets:
+                    continue
+                row = self._latest(db, job["job_id"], thing)
+                if row is not None and row["status"] in PENDING:
+                    self._post(db, self._service_set(db, row, "REMOVED", at))
         return {}
 
     # ----- control plane: jobs ------------------------------------------------------------

@@ -138,7 +138,7 @@ class FileServer:
         self.httpd.folder = self.folder
         self.httpd.store = store
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property
