@@ -131,18 +131,29 @@ def test_update_terminal_code_setting(aws, dev):
     assert dev.request(f"{job_id}/update", {"status": "SUCCEEDED"}).accepted
     aws.settings(update_terminal_code="TerminalStateReached")
     try:
-        _await_setting(aws, dev, job_id)
+        reply = _await_setting(aws, dev, job_id)
+        assert reply.payload["executionState"]["status"] == "SUCCEEDED"
     finally:
         aws.settings(update_terminal_code="InvalidStateTransition")
 
 
-def _await_setting(aws, dev, job_id):
+def _await_setting(aws, dev, job_id, suffix="update", body=None):
     for _ in range(100):
-        reply = dev.request(f"{job_id}/update", {"status": "SUCCEEDED"})
+        reply = dev.request(f"{job_id}/{suffix}", body or {"status": "SUCCEEDED"})
         if reply.code == "TerminalStateReached":
-            assert reply.payload["executionState"]["status"] == "SUCCEEDED"
-            return
+            return reply
     pytest.fail("the service did not apply the setting")
+
+
+def test_describe_terminal_setting(aws, dev):
+    job_id = _job(aws, dev)
+    assert dev.request(f"{job_id}/update", {"status": "FAILED"}).accepted
+    assert dev.request(f"{job_id}/get").payload["execution"]["status"] == "FAILED"  # the default
+    aws.settings(describe_terminal_rejects=True)
+    try:
+        assert "executionState" not in _await_setting(aws, dev, job_id, "get", {}).payload
+    finally:
+        aws.settings(describe_terminal_rejects=False)
 
 
 # ----- fault injection -----------------------------------------------------------------------

@@ -52,9 +52,10 @@ def _page(items: list, key: str, query: dict) -> dict:
 class ControlPlane:
     """Dispatch (method, path, query, body) to the engine; returns (status, payload)."""
 
-    def __init__(self, engine: Engine, endpoint: str):
+    def __init__(self, engine: Engine, endpoint: str, issue=None):
         self.engine = engine
         self.endpoint = endpoint
+        self.issue = issue  # (thing, kind) -> certs.Identity: registers the thing, issues its cert
 
     def call(self, service: str, method: str, path: str, query: dict, body: dict):
         self.engine.refresh_settings()
@@ -68,6 +69,8 @@ class ControlPlane:
         route = (method, len(parts), parts[0] if parts else "")
         if route == ("GET", 1, "endpoint"):
             return {"endpointAddress": self.endpoint}
+        if parts[:1] == ["standin"]:
+            return self._extension(method, parts[1:], query, body)
         if parts[:1] == ["jobs"]:
             if method == "GET" and len(parts) == 1:
                 jobs = e.list_jobs(_one(query, "status"), _one(query, "targetSelection"),
@@ -113,6 +116,37 @@ class ControlPlane:
             if method == "GET":
                 return e.describe_thing_group(parts[1])
         raise ApiError("UnknownOperationException", f"{method} /{'/'.join(parts)} is not served here", 404)
+
+    def _extension(self, method, parts, query, body):
+        """Stand-in only (not AWS): settings and faults, and things with their certificates."""
+        if parts == ["settings"] and method == "GET":
+            return self.engine.store.settings()
+        if parts == ["settings"] and method == "PUT":
+            try:
+                self.engine.store.set(**body)
+            except ValueError as err:
+                raise ApiError("InvalidRequestException", str(err)) from None
+            return self.engine.refresh_settings()
+        if len(parts) == 2 and parts[0] == "things" and method == "POST":
+            if self.issue is None:
+                raise ApiError("UnknownOperationException", "certificates are not issued here", 404)
+            kind = _one(query, "kind") or "rsa"
+            if kind not in ("rsa", "ec"):
+                raise ApiError("InvalidRequestException", "kind must be rsa or ec")
+            try:
+                ident = self.issue(parts[1], kind)
+            except ValueError as err:
+                raise ApiError("InvalidRequestException", str(err)) from None
+            return {
+                "thingName": parts[1],
+                "certificatePem": str(ident.cert_pem),
+                "privateKeyPem": str(ident.key_pem),
+                "certificateDer": str(ident.cert_der),
+                "privateKeyDer": str(ident.key_der),
+            }
+        raise ApiError(
+            "UnknownOperationException", f"{method} /standin/{'/'.join(parts)} is not served here", 404
+        )
 
     def _data_plane(self, method, parts, query, body):
         """The HTTPS Jobs data plane, through the same engine as MQTT (jobDocument as a string)."""
@@ -195,10 +229,10 @@ class _Handler(BaseHTTPRequestHandler):
 class ControlServer:
     """The HTTP endpoint in a thread on 127.0.0.1."""
 
-    def __init__(self, engine: Engine, endpoint: str, port: int = 0):
+    def __init__(self, engine: Engine, endpoint: str, port: int = 0, issue=None):
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
-        self.httpd.plane = ControlPlane(engine, endpoint)
+        self.httpd.plane = ControlPlane(engine, endpoint, issue)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()

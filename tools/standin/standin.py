@@ -55,7 +55,7 @@ class StandIn:
             )
             self.store.set(files_port=self.file_server.port, files_folder=str(self.files), **self._settings)
             self.engine.refresh_settings()
-            self.control = ControlServer(self.engine, ENDPOINT, self._ports[0])
+            self.control = ControlServer(self.engine, ENDPOINT, self._ports[0], issue=self.thing)
             self.start_service()
             (self.folder / "standin.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
         except BaseException:
