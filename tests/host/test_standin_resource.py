@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import _Resources
 
+THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/mp-thing-1"
+
 
 @pytest.fixture(scope="module")
 def env():
@@ -46,7 +48,7 @@ def test_unsigned_http_creates_jobs_as_a_micropython_test_would(env):
         env,
         "PUT",
         "/jobs/mp-job-1",
-        {"targets": ["arn:aws:iot:us-east-1:123456789012:thing/mp-thing-1"], "document": '{"op":"x"}'},
+        {"targets": [THING_ARN], "document": '{"op":"x"}'},
     )
     assert status == 200 and made["jobId"] == "mp-job-1"
     status, described, _ = _call(env, "GET", "/things/mp-thing-1/jobs/mp-job-1")
@@ -64,3 +66,29 @@ def test_extensions_issue_things_and_change_settings(env):
     status, _, headers = _call(env, "PUT", "/standin/settings", {"nonsense": 1})
     assert status == 400 and headers["x-amzn-ErrorType"] == "InvalidRequestException"
     assert _call(env, "POST", "/standin/things/jobs-service")[0] == 400
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("PUT", "/jobs/shape-1", {"targets": THING_ARN, "document": "{}"}),
+        ("PUT", "/jobs/shape-2", {"targets": [THING_ARN],
+                                  "document": "{}", "presignedUrlConfig": "x"}),
+        ("PUT", "/jobs/shape-3", {"targets": [THING_ARN],
+                                  "document": {"not": "a string"}}),
+        ("GET", "/things/mp-thing-1/jobs/mp-job-1?executionNumber=abc", None),
+        ("GET", "/jobs?maxResults=0", None),
+        ("PUT", "/things/mp-thing-1/jobs/mp-job-1/cancel", {"statusDetails": {"k": 5}}),
+    ],
+)  # fmt: skip
+def test_malformed_requests_get_invalid_request(env, method, path, body):
+    status, error, headers = _call(env, method, path, body)
+    assert status == 400, error
+    assert headers["x-amzn-ErrorType"] == "InvalidRequestException" and "Traceback" not in error["message"]
+
+
+def test_body_that_is_not_json(env):
+    request = urllib.request.Request(env["MPTEST_STANDIN_CONTROL"] + "/jobs/x", method="PUT", data=b"{oops")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 400 and err.value.headers["x-amzn-ErrorType"] == "InvalidRequestException"

@@ -60,9 +60,14 @@ class ControlPlane:
     def call(self, service: str, method: str, path: str, query: dict, body: dict):
         self.engine.refresh_settings()
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
-        if service == "iot-jobs-data":
-            return self._data_plane(method, parts, query, body)
-        return self._iot(method, parts, query, body)
+        try:
+            if service == "iot-jobs-data":
+                return self._data_plane(method, parts, query, body)
+            return self._iot(method, parts, query, body)
+        except (AttributeError, TypeError, ValueError, KeyError) as err:
+            # a field of the wrong shape (e.g. a string where AWS expects a map): AWS's answer
+            print(f"control plane: {method} {path}: {err!r}", file=sys.stderr, flush=True)
+            raise ApiError("InvalidRequestException", f"malformed request: {err}") from None
 
     def _iot(self, method, parts, query, body):
         e = self.engine
