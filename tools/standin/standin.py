@@ -53,7 +53,14 @@ class StandIn:
                 self.broker.server.key_pem,
                 self._ports[1],
             )
-            self.store.set(files_port=self.file_server.port, files_folder=str(self.files), **self._settings)
+            # faults are for one run; other settings given before persist in the state folder
+            no_faults = {"throttle_every": 0, "internal_error_rate": 0.0, "duplicate_responses": False,
+                         "response_delay": 0.0}  # fmt: skip
+            self.store.set(
+                files_port=self.file_server.port,
+                files_folder=str(self.files),
+                **{**no_faults, **self._settings},
+            )
             self.engine.refresh_settings()
             self.control = ControlServer(self.engine, ENDPOINT, self._ports[0], issue=self.thing)
             self.start_service()
