@@ -74,3 +74,11 @@ run: setup
 
 clean:
 	rm -rf build/mpy build/firmware
+
+# --- local AWS IoT stand-in (docs/standin.md) ---
+.PHONY: standin loadtest
+standin: setup
+	$(PYTHON) -m tools.standin up $(STANDIN_ARGS)
+
+loadtest: setup
+	$(PYTHON) -m tools.standin.loadtest $(LOADTEST_ARGS)

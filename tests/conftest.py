@@ -153,6 +153,31 @@ class _Resources:
             "MPTEST_FILES_CA": str(server.ca_der),
         }
 
+    def _start_standin(self) -> dict:
+        """The local AWS IoT stand-in (docs/standin.md) with a few things ready to connect.
+
+        A test creates jobs over HTTP: PUT {MPTEST_STANDIN_CONTROL}/jobs/<id> with a CreateJob body
+        (targets: thing ARNs arn:aws:iot:us-east-1:123456789012:thing/<name>); more things with
+        POST /standin/things/<name>?kind=ec; settings (fast clock, faults) with PUT /standin/settings.
+        """
+        from tools.standin import StandIn
+
+        aws = StandIn(self.folder() / "standin")
+        aws.start()
+        self._stops.append(aws.stop)
+        things = ["mp-thing-1", "mp-thing-2", "mp-thing-3"]
+        for thing in things:
+            aws.thing(thing, "ec")
+        aws.thing("mp-thing-rsa", "rsa")
+        return {
+            "MPTEST_STANDIN_PORT": str(aws.port),
+            "MPTEST_STANDIN_PKI": str(aws.broker.folder / "pki"),
+            "MPTEST_STANDIN_CONTROL": aws.control_url,
+            "MPTEST_STANDIN_FILES": str(aws.files),
+            "MPTEST_STANDIN_STATE": str(aws.folder),
+            "MPTEST_STANDIN_THINGS": ",".join(things + ["mp-thing-rsa"]),
+        }
+
     def stop(self):
         for stop in reversed(self._stops):
             stop()

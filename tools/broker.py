@@ -48,6 +48,8 @@ tls_version tlsv1.2
 acl_file {acl}
 allow_anonymous false
 max_packet_size 262144
+max_queued_messages 100000
+set_tcp_nodelay true
 """
 
 

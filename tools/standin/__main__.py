@@ -1,0 +1,281 @@
+"""`python -m tools.standin <command>`: bring the stand-in up, and operate its jobs.
+
+    up [--state DIR]                    broker + Jobs service + files + control plane, until Ctrl-C
+    create-thing NAME [--kind rsa|ec]   register a thing and issue its certificate
+    create-job JOB --thing T [--group G] (--document JSON | --document-file F | --template NAME)
+    cancel-job JOB [--force]            cancel-execution JOB THING [--force]
+    describe-job JOB                    describe-execution JOB THING
+    list-executions [--job J] [--thing T]   get-document JOB     delete-job JOB [--force]
+    watch                               live table: job, thing, status, statusDetails, elapsed
+    settings [key=value ...]            fast clock, section-14 choices, fault injection
+
+Every command but `up` works on the state folder directly (`--state`, default build/standin);
+notifications it causes are published by the Jobs service of the running `up`.
+"""
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tools.standin.engine import ApiError, Engine
+from tools.standin.store import DEFAULTS, Store
+
+DEFAULT_STATE = "build/standin"
+
+
+def _engine(args) -> Engine:
+    state = Path(args.state) / "state.sqlite"
+    if not state.exists():
+        raise SystemExit(
+            f"no stand-in state in {args.state}: run `python -m tools.standin up --state {args.state}` first"
+        )
+    return Engine(Store(state))
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def cmd_up(args) -> int:
+    from tools.standin import StandIn
+
+    settings = {"minute_seconds": args.minute_seconds} if args.minute_seconds else {}
+    aws = StandIn(args.state, control_port=args.control_port, files_port=args.files_port,
+                  broker_port=args.port, **settings)  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with aws:
+        info = aws.describe()
+        print("local AWS IoT stand-in is up")
+        print(f"  MQTT endpoint   {info['endpoint']}:{info['mqtt_port']}  (mutual TLS, CN = thing name)")
+        print(f"  control plane   {info['control_url']}  (aws --endpoint-url / boto3 endpoint_url)")
+        print(f"  files (S3)      {info['files_url']}  serving {info['files_folder']}")
+        print(f"  certificates    {info['certificates']}  (CA: {info['ca']})")
+        print(f"  state           {info['state']}")
+        print("Ctrl-C to stop.", flush=True)
+        while not stop.wait(0.5):
+            if aws.service is None or aws.service.poll() is not None:
+                print("the Jobs service stopped; restarting it", file=sys.stderr)
+                aws.start_service()
+    print("stopped")
+    return 0
+
+
+def cmd_service(args) -> int:
+    from tools.standin import service
+
+    return service.main(args.state, args.port)
+
+
+def cmd_create_thing(args) -> int:
+    from tools.broker import SERVICE_IDENTITY, Broker
+
+    if args.name == SERVICE_IDENTITY:
+        raise SystemExit(f"{args.name!r} is the Jobs service's identity; choose another thing name")
+    _print(_engine(args).create_thing(args.name))
+    broker = Broker(Path(args.state) / "broker")
+    broker.prepare()
+    ident = broker.device(args.name, args.kind)
+    print(f"certificate: {ident.cert_pem} (DER {ident.cert_der}), key: {ident.key_pem} (DER {ident.key_der})")
+    return 0
+
+
+def _key_values(pairs, what: str) -> dict:
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{what} must be KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def cmd_create_job(args) -> int:
+    engine = _engine(args)
+    body: dict = {
+        "targets": [engine._arn("thing", t) for t in args.thing or []]
+        + [engine._arn("thinggroup", g) for g in args.group or []],
+        "targetSelection": "CONTINUOUS" if args.continuous else "SNAPSHOT",
+    }
+    if args.document_file:
+        try:
+            body["document"] = Path(args.document_file).read_text()
+        except OSError as err:
+            raise SystemExit(f"cannot read --document-file: {err.strerror}") from None
+    elif args.document:
+        body["document"] = args.document
+    if args.template:
+        body["jobTemplateArn"] = f"arn:aws:iot:us-east-1::jobtemplate/{args.template}:1.0"
+    if args.param:
+        body["documentParameters"] = _key_values(args.param, "--param")
+    if args.timeout_minutes:
+        body["timeoutConfig"] = {"inProgressTimeoutInMinutes": args.timeout_minutes}
+    if args.retry:
+        retries = _key_values(args.retry, "--retry")
+        try:
+            criteria = [{"failureType": k, "numberOfRetries": int(v)} for k, v in retries.items()]
+        except ValueError:
+            raise SystemExit("--retry must be FAILED=N, TIMED_OUT=N or ALL=N") from None
+        body["jobExecutionsRetryConfig"] = {"criteriaList": criteria}
+    if args.presigned_expires or "${aws:iot:s3-presigned-url:" in body.get("document", ""):
+        body["presignedUrlConfig"] = {
+            "roleArn": "arn:aws:iam::123456789012:role/standin",
+            "expiresInSec": args.presigned_expires or 3600,
+        }
+    if args.description:
+        body["description"] = args.description
+    _print(engine.create_job(args.job, body))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    engine = _engine(args)
+    while True:
+        rows = engine.executions()
+        now = time.time()
+        lines = [f"{'JOB':<24} {'THING':<20} {'STATUS':<12} {'ELAPSED':>8}  STATUS DETAILS"]
+        for row in rows:
+            since = row["started_at"] or row["queued_at"]
+            end = row["last_updated_at"] if row["status"] not in ("QUEUED", "IN_PROGRESS") else now
+            details = json.loads(row["status_details"]) if row["status_details"] else {}
+            text = " ".join(f"{k}={v}" for k, v in details.items())
+            lines.append(
+                f"{row['job_id'][:24]:<24} {row['thing'][:20]:<20} {row['status']:<12} "
+                f"{end - since:>7.1f}s  {text[:60]}"
+            )
+        if not args.once:
+            print("\x1b[2J\x1b[H", end="")
+        print("\n".join(lines), flush=True)
+        if args.once:
+            return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_settings(args) -> int:
+    store = Store(Path(args.state) / "state.sqlite") if (Path(args.state) / "state.sqlite").exists() else None
+    if store is None:
+        raise SystemExit(f"no stand-in state in {args.state}")
+    values = {}
+    for key, raw in _key_values(args.values, "a setting").items():
+        if key not in DEFAULTS:
+            raise SystemExit(f"unknown setting {key!r}; known: {', '.join(sorted(DEFAULTS))}")
+        kind = type(DEFAULTS[key])
+        try:
+            values[key] = (raw.lower() in ("1", "true", "yes")) if kind is bool else kind(raw)
+        except ValueError:
+            raise SystemExit(f"setting {key} needs a {kind.__name__}, got {raw!r}") from None
+    if values:
+        store.set(**values)
+    _print(store.settings())
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.standin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--state", default=DEFAULT_STATE, help=f"state folder (default {DEFAULT_STATE})")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("up", cmd_up, "bring the stand-in up until Ctrl-C")
+    p.add_argument("--port", type=int, default=0, help="MQTT port (default: a free one)")
+    p.add_argument("--control-port", type=int, default=0)
+    p.add_argument("--files-port", type=int, default=0)
+    p.add_argument("--minute-seconds", type=float, help="fast clock: real seconds per timer minute")
+    p = command("service", cmd_service, "the Jobs service process (started by up)")
+    p.add_argument("--port", type=int, required=True)
+    p = command("create-thing", cmd_create_thing, "register a thing and issue its certificate")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=("rsa", "ec"), default="rsa")
+    p = command("create-job", cmd_create_job, "create a job")
+    p.add_argument("job")
+    p.add_argument("--thing", action="append", help="target thing (repeatable)")
+    p.add_argument("--group", action="append", help="target thing group (repeatable)")
+    p.add_argument("--document", help="job document (JSON text)")
+    p.add_argument("--document-file", help="job document file")
+    p.add_argument("--template", help="AWS managed template, e.g. AWS-Reboot")
+    p.add_argument("--param", action="append", help="template parameter KEY=VALUE (repeatable)")
+    p.add_argument("--continuous", action="store_true", help="targetSelection CONTINUOUS")
+    p.add_argument("--timeout-minutes", type=int, help="timeoutConfig.inProgressTimeoutInMinutes")
+    p.add_argument("--retry", action="append", help="retry criterion FAILED=N | TIMED_OUT=N | ALL=N")
+    p.add_argument("--presigned-expires", type=int, help="presignedUrlConfig.expiresInSec")
+    p.add_argument("--description")
+    p = command("cancel-job", cmd_api(lambda e, a: e.cancel_job(a.job, _reason(a), a.force)), "cancel a job")
+    p.add_argument("job")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--reason-code")
+    p.add_argument("--comment")
+    p = command("cancel-execution",
+                cmd_api(lambda e, a: e.cancel_job_execution(a.job, a.thing, {}, a.force)),
+                "cancel one job execution")  # fmt: skip
+    p.add_argument("job")
+    p.add_argument("thing")
+    p.add_argument("--force", action="store_true")
+    p = command("describe-job", cmd_api(lambda e, a: e.describe_job(a.job)), "describe a job")
+    p.add_argument("job")
+    p = command("describe-execution",
+                cmd_api(lambda e, a: e.describe_job_execution(a.job, a.thing, a.execution_number)),
+                "describe a job execution")  # fmt: skip
+    p.add_argument("job")
+    p.add_argument("thing")
+    p.add_argument("--execution-number", type=int)
+    p = command("list-executions", cmd_api(_list_executions), "list executions of a job or a thing")
+    p.add_argument("--job")
+    p.add_argument("--thing")
+    p.add_argument("--status")
+    p = command("get-document", cmd_api(lambda e, a: e.get_job_document(a.job)), "a job's document")
+    p.add_argument("job")
+    p = command("delete-job", cmd_api(lambda e, a: e.delete_job(a.job, a.force)), "delete a job")
+    p.add_argument("job")
+    p.add_argument("--force", action="store_true")
+    p = command("watch", cmd_watch, "live table of executions")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--once", action="store_true", help="print the table once and exit")
+    p = command("settings", cmd_settings, "show or change settings (KEY=VALUE ...)")
+    p.add_argument("values", nargs="*")
+    return parser
+
+
+def _reason(args) -> dict:
+    return {k: v for k, v in (("reasonCode", args.reason_code), ("comment", args.comment)) if v}
+
+
+def _list_executions(engine, args):
+    if bool(args.job) == bool(args.thing):
+        raise SystemExit("list-executions needs exactly one of --job or --thing")
+    if args.job:
+        return engine.list_executions_for_job(args.job, args.status)
+    return engine.list_executions_for_thing(args.thing, args.status)
+
+
+def cmd_api(call):
+    def run(args) -> int:
+        _print(call(_engine(args), args))
+        return 0
+
+    return run
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ApiError as err:
+        print(f"error: {err.error_type}: {err.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The Jobs service process: an MQTT client on the broker answering `$aws/things/+/jobs/#`.
+
+Run by `StandIn` (or `python -m tools.standin service --state DIR`) as its own process so tests
+can kill it. State lives in SQLite; notifications the control plane causes wait in the outbox
+table until this process publishes them. Settings (fast clock, faults) are re-read while running.
+"""
+
+import heapq
+import itertools
+import json
+import os
+import random
+import signal
+import ssl
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from tools.broker import SERVICE_IDENTITY
+from tools.standin.engine import Engine, classify
+from tools.standin.store import Store
+
+REQUESTS = "$aws/things/+/jobs/#"
+_TICK = 0.02
+
+
+class JobsService:
+    def __init__(self, folder: Path, port: int):
+        self.folder = Path(folder)
+        self.port = port
+        self.store = Store(self.folder / "state.sqlite")
+        self.engine = Engine(self.store)
+        self.requests = 0
+        self.random = random.Random()
+        self._delayed: list = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        pki = self.folder / "broker" / "pki"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=SERVICE_IDENTITY,
+            clean_session=False,  # requests published while we restart wait in the broker
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.tls_set(
+            ca_certs=str(pki / "ca.cert.pem"),
+            certfile=str(pki / f"{SERVICE_IDENTITY}.cert.pem"),
+            keyfile=str(pki / f"{SERVICE_IDENTITY}.key.pem"),
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    # ----- MQTT callbacks -----------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            print(f"jobs service: connect refused: {reason}", file=sys.stderr, flush=True)
+            return
+        client.subscribe(REQUESTS, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
+        ready = self.folder / "service.ready"
+        ready.with_suffix(".tmp").write_text(str(os.getpid()))
+        ready.with_suffix(".tmp").replace(ready)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            self._publish(self._answer(message.topic, message.payload))
+        except Exception as err:  # noqa: BLE001 - a bug must not stop the service: InternalError
+            print(f"jobs service: {message.topic}: {err!r}", file=sys.stderr, flush=True)
+            self._publish(self.engine.reject(message.topic, message.payload, "InternalError", str(err)))
+
+    def _answer(self, topic: str, payload: bytes) -> list:
+        route = classify(topic)
+        if route is None:
+            return []
+        settings = self.engine.settings
+        if route[0] != "invalid":
+            self.requests += 1
+            every = int(settings["throttle_every"])
+            if every and self.requests % every == 0:
+                return self.engine.reject(topic, payload, "RequestThrottled", "Rate exceeded")
+            rate = float(settings["internal_error_rate"])
+            if rate and self.random.random() < rate:
+                return self.engine.reject(topic, payload, "InternalError", "Internal error (injected)")
+        return self.engine.handle(topic, payload)
+
+    # ----- publishing ---------------------------------------------------------------------
+    def _publish(self, messages, delay: float | None = None) -> None:
+        settings = self.engine.settings
+        delay = float(settings["response_delay"]) if delay is None else delay
+        copies = 2 if settings["duplicate_responses"] else 1
+        for topic, payload in messages:
+            data = json.dumps(payload, separators=(",", ":"))
+            for _ in range(copies):
+                if delay > 0:
+                    with self._lock:
+                        heapq.heappush(
+                            self._delayed, (time.monotonic() + delay, next(self._order), topic, data)
+                        )
+                else:
+                    self.client.publish(topic, data, qos=1)
+
+    def _tick(self) -> None:
+        last_settings = last_expire = 0.0
+        while not self._stopping.is_set():
+            moment = time.monotonic()
+            try:
+                if moment - last_settings > 0.2:
+                    self.engine.refresh_settings()
+                    last_settings = moment
+                if moment - last_expire > 0.05:
+                    self._publish(self.engine.expire())
+                    last_expire = moment
+                self._publish(self.engine.drain_outbox())
+                with self._lock:
+                    due = []
+                    while self._delayed and self._delayed[0][0] <= moment:
+                        due.append(heapq.heappop(self._delayed))
+                for _, _, topic, data in due:
+                    self.client.publish(topic, data, qos=1)
+            except Exception as err:  # noqa: BLE001 - the ticker must keep running
+                print(f"jobs service: tick: {err!r}", file=sys.stderr, flush=True)
+            self._stopping.wait(_TICK)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        ticker = threading.Thread(target=self._tick, daemon=True)
+        ticker.start()
+        self.client.connect_async("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_forever(retry_first_connection=True)
+        self._stopping.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.client.disconnect()
+
+
+def main(folder: str, port: int) -> int:
+    JobsService(Path(folder), port).run()
+    return 0
