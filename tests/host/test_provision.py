@@ -1,0 +1,279 @@
+"""`make provision`: AWS-issued PEM files become config.json + DER; every bad input is named."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tools import certs, provision
+
+ENDPOINT = "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pki")
+    issuer = certs.make_ca(folder, "issuer")  # AWS's device CA in real life
+    root = certs.make_ca(folder, "root")  # Amazon Root CA 1 in real life
+    return {
+        "root": root,
+        "device": certs.make_device(issuer, folder, "thing-1"),
+        "other": certs.make_device(issuer, folder, "thing-2", kind="ec"),
+        "expired": certs.make_device(issuer, folder, "old", days=-1),
+        "folder": folder,
+    }
+
+
+def inputs(pki, **changes):
+    values = dict(
+        thing="thing-1",
+        endpoint=ENDPOINT,
+        cert=pki["device"].cert_pem,
+        key=pki["device"].key_pem,
+        ca=pki["root"].cert_pem,
+        board="unix",
+        wifi_ssid="lab",
+        wifi_password="correct horse",
+    )
+    values.update(changes)
+    return provision.Inputs(**values)
+
+
+def problems_of(pki, tmp_path, **changes) -> list[str]:
+    with pytest.raises(provision.ProvisionError) as raised:
+        provision.provision(inputs(pki, **changes), tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "nothing is written when there is a problem"
+    return raised.value.args[0]
+
+
+def test_good_input_gives_config_and_der_files(pki, tmp_path):
+    out = tmp_path / "out"
+    provision.provision(inputs(pki), out)
+    config = json.loads((out / "config.json").read_text())
+    assert config == {
+        "thing_name": "thing-1",
+        "endpoint": ENDPOINT,
+        "port": 8883,
+        "ca": "/certs/ca.der",
+        "cert": "/certs/cert.der",
+        "key": "/certs/key.der",
+        "board": "unix",
+        "wifi": {"ssid": "lab", "password": "correct horse"},
+    }
+    cert = x509.load_der_x509_certificate((out / "certs" / "cert.der").read_bytes())
+    assert cert == x509.load_pem_x509_certificate(pki["device"].cert_pem.read_bytes())
+    ca = x509.load_der_x509_certificate((out / "certs" / "ca.der").read_bytes())
+    assert ca == x509.load_pem_x509_certificate(pki["root"].cert_pem.read_bytes())
+    key = serialization.load_der_private_key((out / "certs" / "key.der").read_bytes(), None)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+    assert (out / "certs" / "key.der").stat().st_mode & 0o077 == 0
+    assert (out / "config.json").stat().st_mode & 0o077 == 0
+
+
+def test_localhost_and_ec_keys_are_accepted(pki, tmp_path):
+    other = pki["other"]
+    provision.provision(
+        inputs(pki, thing="thing-2", endpoint="localhost", cert=other.cert_pem, key=other.key_pem),
+        tmp_path,
+    )
+    assert json.loads((tmp_path / "config.json").read_text())["endpoint"] == "localhost"
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"thing": "my thing!"}, "thing name 'my thing!' is not valid"),
+        ({"thing": "x" * 129}, "is not valid: use 1 to 128"),
+        ({"endpoint": "example.com"}, "does not look like <prefix>-ats.iot.<region>.amazonaws.com"),
+        ({"endpoint": "a1b2c3.iot.eu-west-1.amazonaws.com"}, "legacy (VeriSign) endpoint"),
+        ({"endpoint": "a1-ats.iot.eu-west-1.amazonaws.com.evil.org"}, "does not look like"),
+        ({"port": 443}, "port 443 needs ALPN"),
+        ({"port": 70000}, "port 70000 is not a TCP port number"),
+        ({"board": "pyboard"}, "board 'pyboard' does not exist: boards/ has"),
+        ({"wifi_password": "short"}, "Wi-Fi password must be 8 to 63 characters"),
+        ({"wifi_ssid": "", "wifi_password": "long enough"}, "Wi-Fi password given without --wifi-ssid"),
+        ({"wifi_ssid": "s" * 33}, "longer than 32 bytes"),
+    ],
+)
+def test_bad_settings_are_named(pki, tmp_path, changes, expected):
+    problems = problems_of(pki, tmp_path, **changes)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_key_that_does_not_match_the_certificate(pki, tmp_path):
+    (problem,) = problems_of(pki, tmp_path, key=pki["other"].key_pem)
+    assert "does not match the certificate" in problem
+
+
+def test_expired_certificate(pki, tmp_path):
+    expired = pki["expired"]
+    (problem,) = problems_of(pki, tmp_path, cert=expired.cert_pem, key=expired.key_pem)
+    assert "device certificate" in problem and "expired on" in problem
+
+
+def test_ca_that_is_not_a_ca(pki, tmp_path):
+    (problem,) = problems_of(pki, tmp_path, ca=pki["other"].cert_pem)
+    assert "is not a CA certificate" in problem
+
+
+def test_device_certificate_that_is_a_ca(pki, tmp_path):
+    root = pki["root"]
+    (problem,) = problems_of(pki, tmp_path, cert=root.cert_pem, key=root.key_pem)
+    assert "is a CA certificate, not a device's" in problem
+
+
+def test_unreadable_and_garbage_files(pki, tmp_path):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    problems = problems_of(pki, tmp_path, cert=garbage, key=tmp_path / "missing.pem")
+    assert any("device certificate" in p and "is not an X.509 certificate" in p for p in problems)
+    assert any("private key: cannot read" in p for p in problems)
+
+
+def test_encrypted_key(pki, tmp_path):
+    key = serialization.load_pem_private_key(pki["device"].key_pem.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    (problem,) = problems_of(pki, tmp_path, key=encrypted)
+    assert "is encrypted" in problem
+
+
+def test_command_line_lists_every_problem_without_a_traceback(pki, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.provision",
+            "--thing",
+            "bad name",
+            "--endpoint",
+            "nowhere",
+            "--cert",
+            str(pki["device"].cert_pem),
+            "--key",
+            str(pki["other"].key_pem),
+            "--ca",
+            str(pki["root"].cert_pem),
+            "--board",
+            "unix",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert any("thing name 'bad name' is not valid" in line for line in lines)
+    assert any("endpoint 'nowhere'" in line for line in lines)
+    assert any("does not match the certificate" in line for line in lines)
+    assert lines[-1] == "provision: 3 problem(s); nothing written"
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_good_input(pki, tmp_path):
+    out = tmp_path / "out"
+    code = provision.main(
+        [
+            "--thing=thing-1",
+            "--endpoint=localhost",
+            f"--cert={pki['device'].cert_pem}",
+            f"--key={pki['device'].key_pem}",
+            f"--ca={pki['root'].cert_pem}",
+            "--board=unix",
+            f"--out={out}",
+        ]
+    )
+    assert code == 0
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "ca.der",
+        "cert.der",
+        "config.json",
+        "key.der",
+    ]
+
+
+def test_policy_allows_exactly_the_firmware_topics():
+    document = provision.policy_document("eu-west-1", "123456789012", "thing-1")
+    arn = "arn:aws:iot:eu-west-1:123456789012"
+    jobs = "$aws/things/thing-1/jobs"
+    receive = ["notify-next", "start-next/*", "*/update/*", "*/get/*", "get/*"]
+    assert document == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": [f"{arn}:client/thing-1"]},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [
+                    f"{arn}:topic/{jobs}/get",
+                    f"{arn}:topic/{jobs}/start-next",
+                    f"{arn}:topic/{jobs}/*/get",
+                    f"{arn}:topic/{jobs}/*/update",
+                    f"{arn}:topic/logi2/device/thing-1",
+                ],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [f"{arn}:topicfilter/{jobs}/{t}" for t in receive],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": [f"{arn}:topic/{jobs}/{t}" for t in receive],
+            },
+        ],
+    }
+    assert "*" not in json.dumps(document).replace("/*", "")  # no wildcard outside a topic level
+
+
+def test_aws_calls_match_the_iot_api_model(tmp_path):
+    """boto3's Stubber checks each call's parameters against the real IoT API model (no network).
+
+    It proves the arguments, not AWS's behaviour: the local stand-in's control plane had no
+    CreateThing/CreateKeysAndCertificate when this was written.
+    """
+    boto3 = pytest.importorskip("boto3")
+    from botocore.stub import Stubber
+
+    iot = boto3.client("iot", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
+    cert_arn = "arn:aws:iot:eu-west-1:123456789012:cert/" + "a" * 64
+    policy = json.dumps(provision.policy_document("eu-west-1", "123456789012", "thing-1"))
+    with Stubber(iot) as stub:
+        stub.add_response("create_thing", {"thingName": "thing-1"}, {"thingName": "thing-1"})
+        stub.add_response(
+            "create_keys_and_certificate",
+            {
+                "certificateArn": cert_arn,
+                "certificateId": "a" * 64,
+                "certificatePem": "CERT",
+                "keyPair": {"PublicKey": "PUB", "PrivateKey": "KEY"},
+            },
+            {"setAsActive": True},
+        )
+        stub.add_response(
+            "create_policy",
+            {"policyName": "thing-1-jobs"},
+            {"policyName": "thing-1-jobs", "policyDocument": policy},
+        )
+        stub.add_response("attach_policy", {}, {"policyName": "thing-1-jobs", "target": cert_arn})
+        stub.add_response("attach_thing_principal", {}, {"thingName": "thing-1", "principal": cert_arn})
+        stub.add_response(
+            "describe_endpoint", {"endpointAddress": ENDPOINT}, {"endpointType": "iot:Data-ATS"}
+        )
+        cert, key, endpoint = provision.create_in_aws(iot, "thing-1", tmp_path)
+        stub.assert_no_pending_responses()
+    assert endpoint == ENDPOINT
+    assert cert.read_text() == "CERT" and key.read_text() == "KEY"
+    assert key.stat().st_mode & 0o077 == 0
