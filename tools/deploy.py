@@ -169,9 +169,10 @@ def device_problems(device: Device, tree: dict[str, Path], port: str) -> tuple[l
     shadowing = [p for p in device.lib_py if p[:-3] + ".mpy" in tree]
     if shadowing:
         stale += shadowing
+        targets = " ".join(":" + p for p in shadowing)
         problems.append(
             f"the board has {', '.join(shadowing)}, which MicroPython imports before the .mpy "
-            f"being deployed: remove with `mpremote connect {port} rm {' '.join(':' + p for p in shadowing)}` "
+            f"being deployed: remove with `mpremote connect {port} rm {targets}` "
             "or deploy with --remove-stale"
         )
     return problems, stale
