@@ -1,0 +1,193 @@
+"""`make deploy`: mpremote copies the device tree to the virtual board; files really land there."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tools import certs, deploy, provision
+from tools.vboard import VirtualBoard
+
+ROOT = Path(__file__).resolve().parents[2]
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+
+
+@pytest.fixture(scope="module")
+def config_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("provision")
+    ca = certs.make_ca(folder / "pki", "ca")
+    device = certs.make_device(ca, folder / "pki", "thing-1")
+    inputs = provision.Inputs(
+        thing="thing-1",
+        endpoint="localhost",
+        cert=device.cert_pem,
+        key=device.key_pem,
+        ca=ca.cert_pem,
+        board="unix",
+    )
+    provision.provision(inputs, folder / "out")
+    return folder / "out"
+
+
+@pytest.fixture
+def board(tmp_path):
+    with VirtualBoard(tmp_path / "board") as vb:
+        yield vb
+
+
+def board_files(board) -> dict[str, bytes]:
+    return {
+        "/" + p.relative_to(board.root).as_posix(): p.read_bytes()
+        for p in board.root.rglob("*")
+        if p.is_file()
+    }
+
+
+def mpremote_exec(board, code: str) -> str:
+    result = subprocess.run(
+        [MPREMOTE, "connect", board.port, "exec", code], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_deploy_lands_every_file_and_skips_unchanged_ones(board, config_dir, tmp_path):
+    first = deploy.deploy(board.port, config_dir, out=tmp_path / "stage")
+    tree = first["tree"]
+    on_board = board_files(board)
+    assert set(on_board) == set(tree)
+    for path, local in tree.items():
+        assert on_board[path] == local.read_bytes(), path
+    assert on_board["/config.json"] == (config_dir / "config.json").read_bytes()
+    assert on_board["/certs/key.der"] == (config_dir / "certs" / "key.der").read_bytes()
+    assert "/boot.py" in tree
+    library = sorted(p for p in tree if p.startswith("/lib/"))
+    assert library and all(p.endswith(".mpy") for p in library)
+    assert "/lib/jobs/__init__.mpy" in library
+    assert not any("umqtt" in p or "ussl" in p for p in tree)
+    assert first["copied"] == sorted(tree) and first["unchanged"] == []
+
+    deadline = time.monotonic() + 10
+    while board.resets < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert board.resets == 1, "the board is reset after the deploy"
+
+    second = deploy.deploy(board.port, config_dir, out=tmp_path / "stage", reset=False)
+    assert second["copied"] == [] and second["unchanged"] == sorted(tree)
+
+
+def test_the_deployed_tree_boots_and_imports_jobs_from_mpy(board, config_dir, tmp_path):
+    deploy.deploy(board.port, config_dir, out=tmp_path / "stage", reset=False)
+    output = mpremote_exec(
+        board,
+        "import json, jobs, jobs.tls\n"
+        "c = json.load(open('config.json'))\n"
+        "print(jobs.__file__, jobs.tls.__file__, c['thing_name'], len(open(c['cert'], 'rb').read()))",
+    )
+    cert_size = (config_dir / "certs" / "cert.der").stat().st_size
+    assert output.split() == ["/lib/jobs/__init__.mpy", "/lib/jobs/tls.mpy", "thing-1", str(cert_size)]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A small project tree with an ESP32-like board folder, for the board-file rules."""
+    root = tmp_path / "project"
+    files = {
+        "lib/jobs/__init__.py": "VERSION = 1\n",
+        "lib/jobs/ops/__init__.py": "",
+        "boards/esp32/board.py": "NAME = 'esp32'\n",
+        "boards/esp32/pins.py": "LED = 2\n",
+        "boards/unix/ussl.py": "",
+        "firmware/boot.py": "# boot\n",
+        "firmware/main.py": "import board\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_board_modules_compiled_into_lib_entry_points_as_source(board, config_dir, project, tmp_path):
+    result = deploy.deploy(board.port, config_dir, "esp32", tmp_path / "stage", reset=False, root=project)
+    assert sorted(result["tree"]) == [
+        "/boot.py",
+        "/certs/ca.der",
+        "/certs/cert.der",
+        "/certs/key.der",
+        "/config.json",
+        "/lib/board.mpy",
+        "/lib/jobs/__init__.mpy",
+        "/lib/jobs/ops/__init__.mpy",
+        "/lib/pins.mpy",
+        "/main.py",
+    ]
+    assert (board.root / "main.py").read_text() == "import board\n"
+    assert (board.root / "lib" / "board.mpy").read_bytes()[:2] == b"M\x06"
+
+    (project / "lib" / "jobs" / "__init__.py").write_text("VERSION = 2\n")
+    again = deploy.deploy(board.port, config_dir, "esp32", tmp_path / "stage", reset=False, root=project)
+    assert again["copied"] == ["/lib/jobs/__init__.mpy"]
+    assert mpremote_exec(board, "import jobs; print(jobs.VERSION)").strip() == "2"
+
+
+def test_unix_board_never_ships_ussl(config_dir, project, tmp_path):
+    tree = deploy.stage(config_dir, "unix", tmp_path / "stage", root=project)
+    assert not any(p.endswith(("ussl.py", "ussl.mpy")) for p in tree)
+
+
+def run_deploy_cli(board, config_dir, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "tools.deploy", "--port", board.port, "--config", str(config_dir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_stale_lib_umqtt_is_refused_then_removed_on_request(board, config_dir):
+    stale = board.root / "lib" / "umqtt"
+    stale.mkdir(parents=True)
+    (stale / "simple.py").write_text("# an old copy\n")
+    refused = run_deploy_cli(board, config_dir, "--no-reset")
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert "the board has /lib/umqtt, which the frozen umqtt.simple shadows" in refused.stderr
+    assert f"mpremote connect {board.port} rm -r :/lib/umqtt" in refused.stderr
+    assert not (board.root / "config.json").exists(), "nothing is copied when refused"
+
+    fixed = run_deploy_cli(board, config_dir, "--no-reset", "--remove-stale")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "removed /lib/umqtt" in fixed.stdout
+    assert not stale.exists() and (board.root / "config.json").exists()
+
+
+def test_py_file_shadowing_a_deployed_mpy_is_refused(board, config_dir):
+    old = board.root / "lib" / "jobs" / "tls.py"
+    old.parent.mkdir(parents=True)
+    old.write_text("# stale source\n")
+    refused = run_deploy_cli(board, config_dir, "--no-reset")
+    assert refused.returncode == 2
+    assert "the board has /lib/jobs/tls.py, which MicroPython imports before the .mpy" in refused.stderr
+
+
+def test_micropython_older_than_1_23_is_refused():
+    """The virtual board runs v1.29, so the version rule is checked on the probe's answer."""
+    device = deploy.parse_probe("noise\nDEPLOY-PROBE [(1, 22, 2), False, [], 'esp32']\n")
+    problems, stale = deploy.device_problems(device, {}, "/dev/ttyUSB0")
+    assert problems == [
+        "the board runs MicroPython v1.22.2; v1.23 or later is needed (TLS via the ssl/tls modules, "
+        "frozen umqtt.simple >= 1.4): flash a current firmware, `make flash` (docs/tooling.md)"
+    ]
+    assert stale == []
+    current = deploy.parse_probe("DEPLOY-PROBE [(1, 23, 0), False, [], 'esp32']")
+    assert deploy.device_problems(current, {}, "/dev/ttyUSB0") == ([], [])
+
+
+def test_missing_provisioning_is_named(board, tmp_path):
+    result = run_deploy_cli(board, tmp_path / "nothing-here")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot read it" in result.stderr and "run `make provision` first" in result.stderr
