@@ -276,18 +276,48 @@ def deploy(
     return {"copied": copied, "unchanged": unchanged, "tree": tree}
 
 
+def package_json(root: Path = ROOT) -> dict:
+    """What `mpremote mip install github:<owner>/<repo>` reads: every lib/jobs module (as source).
+
+    URLs are relative to package.json, so a local `mip install path/to/package.json` works too.
+    """
+    sources = sorted((root / "lib").rglob("*.py"))
+    return {
+        "urls": [
+            [p.relative_to(root / "lib").as_posix(), p.relative_to(root).as_posix()]
+            for p in sources
+            if p.relative_to(root / "lib").parts[0] == "jobs" and "__pycache__" not in p.parts
+        ],
+        "deps": [],
+        "version": "0.1.0",
+    }
+
+
+def package_json_text(root: Path = ROOT) -> str:
+    return json.dumps(package_json(root), indent=2) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.deploy", description="Copy firmware, library, board and config to a board."
     )
-    parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0 (or a vboard pty)")
-    parser.add_argument("--config", type=Path, required=True, help="folder written by tools.provision")
+    parser.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0 (or a vboard pty)")
+    parser.add_argument("--config", type=Path, help="folder written by tools.provision")
     parser.add_argument("--board", help="folder under boards/ (default: the config's board)")
     parser.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
     parser.add_argument(
         "--remove-stale", action="store_true", help="remove /lib/umqtt and .py files shadowing the .mpy"
     )
+    parser.add_argument(
+        "--write-package-json", action="store_true", help="regenerate package.json (for mip) and exit"
+    )
     args = parser.parse_args(argv)
+    if args.write_package_json:
+        (ROOT / "package.json").write_text(package_json_text())
+        print(f"deploy: wrote {ROOT / 'package.json'}")
+        return 0
+    if not args.port or not args.config:
+        parser.error("--port and --config are needed (make deploy PORT=... CONFIG=...)")
     try:
         deploy(args.port, args.config, args.board, reset=not args.no_reset, remove_stale=args.remove_stale)
     except DeployError as error:

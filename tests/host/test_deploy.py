@@ -191,3 +191,61 @@ def test_missing_provisioning_is_named(board, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "cannot read it" in result.stderr and "run `make provision` first" in result.stderr
+
+
+def test_package_json_lists_every_library_module():
+    """package.json (for `mpremote mip install github:<owner>/<repo>`) must follow lib/jobs."""
+    committed = (ROOT / "package.json").read_text()
+    assert committed == deploy.package_json_text(), (
+        "package.json is out of date with lib/jobs: run `python -m tools.deploy --write-package-json`"
+    )
+    sources = {p.relative_to(ROOT / "lib").as_posix() for p in (ROOT / "lib" / "jobs").rglob("*.py")}
+    assert {target for target, _ in deploy.package_json()["urls"]} == sources
+
+
+def test_mip_installs_the_library_from_package_json(board):
+    """The same package.json, installed by mip from a local path (github: needs the internet)."""
+    result = subprocess.run(
+        [MPREMOTE, "connect", board.port, "mip", "install", str(ROOT / "package.json")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for target, source in deploy.package_json()["urls"]:
+        assert (board.root / "lib" / target).read_bytes() == (ROOT / source).read_bytes()
+    assert mpremote_exec(board, "import jobs.tls; print(jobs.tls.__file__)").strip() == "/lib/jobs/tls.py"
+
+
+def run_manifest(folder: Path, board_name: str, monkeypatch) -> list[tuple]:
+    """Execute manifest.py as MicroPython's manifestfile.py does: in its folder, with its API."""
+    calls = []
+
+    def api(name):
+        return lambda *args, **kwargs: calls.append((name, args, kwargs))
+
+    scope = {name: api(name) for name in ("include", "package", "module", "require", "metadata")}
+    monkeypatch.setenv("JOBS_BOARD", board_name)
+    monkeypatch.chdir(folder)
+    exec((ROOT / "manifest.py").read_text(), scope)
+    return calls
+
+
+def test_manifest_freezes_the_library_and_the_board_modules(project, monkeypatch):
+    calls = run_manifest(project, "esp32", monkeypatch)
+    assert calls == [
+        ("include", ("$(PORT_DIR)/boards/manifest.py",), {}),
+        ("package", ("jobs",), {"base_path": "lib"}),
+        ("module", ("board.py",), {"base_path": "boards/esp32"}),
+        ("module", ("pins.py",), {"base_path": "boards/esp32"}),
+    ]
+    assert (project / "lib" / "jobs" / "__init__.py").is_file()
+
+
+def test_manifest_of_this_repository(monkeypatch):
+    calls = run_manifest(ROOT, "unix", monkeypatch)
+    assert ("package", ("jobs",), {"base_path": "lib"}) in calls
+    assert (ROOT / "lib" / "jobs" / "__init__.py").is_file()
+    assert not any("ussl" in str(args) or "umqtt" in str(args) for _, args, _ in calls)
+    with pytest.raises(ValueError, match="JOBS_BOARD=nosuch: there is no folder boards/nosuch"):
+        run_manifest(ROOT, "nosuch", monkeypatch)
