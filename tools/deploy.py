@@ -95,8 +95,14 @@ def mpremote() -> str:
     return found
 
 
-def stage(config_dir: Path, board: str, out: Path, root: Path = ROOT) -> dict[str, Path]:
-    """Build the device tree under `out`; return {device path: local file}."""
+def stage(
+    config_dir: Path, board: str, out: Path, root: Path = ROOT, frozen_library: bool = False
+) -> dict[str, Path]:
+    """Build the device tree under `out`; return {device path: local file}.
+
+    frozen_library: the firmware has the library and board modules frozen in (manifest.py), so
+    only entry points and config are staged (a /lib copy would be shadowed by `.frozen`).
+    """
     problems = []
     board_dir = root / "boards" / board
     if not board_dir.is_dir():
@@ -127,9 +133,9 @@ def stage(config_dir: Path, board: str, out: Path, root: Path = ROOT) -> dict[st
     for name in ("boot.py", "main.py"):
         if (root / "firmware" / name).is_file():
             put("/" + name, root / "firmware" / name)
-    for mpy in sorted((compiled / "lib").rglob("*.mpy")):
+    for mpy in sorted((compiled / "lib").rglob("*.mpy")) if not frozen_library else ():
         put("/" + mpy.relative_to(compiled).as_posix(), mpy)
-    for source in sorted(board_dir.glob("*.py")):
+    for source in sorted(board_dir.glob("*.py")) if not frozen_library else ():
         if source.name not in NEVER_DEPLOYED:
             put("/lib/" + source.stem + ".mpy", compiled / "boards" / board / (source.stem + ".mpy"))
     for name in CONFIG_FILES:
@@ -230,6 +236,7 @@ def deploy(
     reset: bool = True,
     remove_stale: bool = False,
     root: Path = ROOT,
+    frozen_library: bool = False,
 ) -> dict:
     """Deploy; return {'copied': [...], 'unchanged': [...], 'tree': {...}}. DeployError on a problem."""
     config_path = config_dir / "config.json"
@@ -241,7 +248,7 @@ def deploy(
                 f"{config_path}: cannot read it ({error}): run `make provision` first"
             ) from None
     out = out or root / "build" / "deploy" / board
-    tree = stage(config_dir, board, out, root)
+    tree = stage(config_dir, board, out, root, frozen_library)
     print(f"deploy: {len(tree)} files staged in {out}")
     for path in sorted(tree):
         print(f"  {path}  ({tree[path].stat().st_size} bytes)")
@@ -306,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--board", help="folder under boards/ (default: the config's board)")
     parser.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
     parser.add_argument(
+        "--frozen-library",
+        action="store_true",
+        help="the firmware was built with manifest.py: copy only entry points and config",
+    )
+    parser.add_argument(
         "--remove-stale", action="store_true", help="remove /lib/umqtt and .py files shadowing the .mpy"
     )
     parser.add_argument(
@@ -319,7 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.port or not args.config:
         parser.error("--port and --config are needed (make deploy PORT=... CONFIG=...)")
     try:
-        deploy(args.port, args.config, args.board, reset=not args.no_reset, remove_stale=args.remove_stale)
+        deploy(
+            args.port,
+            args.config,
+            args.board,
+            reset=not args.no_reset,
+            remove_stale=args.remove_stale,
+            frozen_library=args.frozen_library,
+        )
     except DeployError as error:
         problems = error.args[0] if isinstance(error.args[0], list) else [error.args[0]]
         for problem in problems:

@@ -1,5 +1,6 @@
 """`make deploy`: mpremote copies the device tree to the virtual board; files really land there."""
 
+import shutil
 import subprocess
 import sys
 import time
@@ -249,3 +250,49 @@ def test_manifest_of_this_repository(monkeypatch):
     assert not any("ussl" in str(args) or "umqtt" in str(args) for _, args, _ in calls)
     with pytest.raises(ValueError, match="JOBS_BOARD=nosuch: there is no folder boards/nosuch"):
         run_manifest(ROOT, "nosuch", monkeypatch)
+
+
+def test_frozen_library_firmware_gets_only_entry_points_and_config(config_dir, project, tmp_path):
+    tree = deploy.stage(config_dir, "esp32", tmp_path / "stage", root=project, frozen_library=True)
+    assert sorted(tree) == [
+        "/boot.py",
+        "/certs/ca.der",
+        "/certs/cert.der",
+        "/certs/key.der",
+        "/config.json",
+        "/main.py",
+    ]
+
+
+def test_make_provision_then_make_deploy_as_in_docs_tooling(board, tmp_path):
+    """The two commands of docs/tooling.md, run as written there (on the virtual board)."""
+    thing = "vboard-docs-check"
+    pki = tmp_path / "pki"
+    ca = certs.make_ca(pki, "ca")
+    device = certs.make_device(ca, pki, thing)
+    state = ROOT / "state" / "provision" / thing
+    try:
+        provisioned = subprocess.run(
+            [
+                *("make", "-s", "provision", f"THING={thing}", "ENDPOINT=localhost"),
+                *(f"CERT={device.cert_pem}", f"KEY={device.key_pem}", f"CA={ca.cert_pem}", "BOARD=unix"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+        assert f"make deploy PORT=<serial port> CONFIG={state}" in provisioned.stdout
+        deployed = subprocess.run(
+            ["make", "-s", "deploy", f"PORT={board.port}", f"THING={thing}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert "verified by sha256" in deployed.stdout and "board reset" in deployed.stdout
+        assert (board.root / "config.json").read_bytes() == (state / "config.json").read_bytes()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

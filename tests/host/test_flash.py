@@ -141,3 +141,19 @@ def test_missing_port_is_named_before_esptool_runs(firmware, capsys):
     )
     assert code == 2
     assert "serial port /dev/no-such-port does not exist" in capsys.readouterr().err
+
+
+def test_make_flash_as_in_docs_tooling(firmware):
+    """`make flash` as docs/tooling.md shows it, with --dry-run (there is no chip here)."""
+    result = subprocess.run(
+        [
+            *("make", "-s", "flash", "PORT=/dev/ttyUSB0", "CHIP=esp32s3"),
+            *(f"FIRMWARE={firmware['esp32s3']}", "FLASH_ARGS=--dry-run"),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "write-flash 0x0 " in result.stdout
