@@ -8,7 +8,9 @@
 #
 # MicroPython's tools/manifestfile.py runs this file with the current directory set to the
 # folder it is in and provides include(), package() and module().
+import importlib.util
 import os
+from pathlib import Path
 
 _board = os.environ.get("JOBS_BOARD", "esp32")
 _board_dir = os.path.join("boards", _board)
@@ -18,6 +20,9 @@ if not os.path.isdir(_board_dir):
 # the port's own manifest keeps umqtt.simple (>= 1.4), ssl, mip, ntptime ... frozen as usual
 include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821
 package("jobs", base_path="lib")  # noqa: F821
-for _name in sorted(os.listdir(_board_dir)):
-    if _name.endswith(".py") and _name != "ussl.py":  # ussl.py: host-only shim
-        module(_name, base_path=_board_dir)  # noqa: F821
+# the board's modules and those they import from a sibling board folder (tools/boardfiles.py)
+_spec = importlib.util.spec_from_file_location("boardfiles", os.path.join("tools", "boardfiles.py"))
+_boardfiles = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_boardfiles)
+for _file in _boardfiles.board_modules(Path("boards"), _board):
+    module(_file.name, base_path=str(_file.parent))  # noqa: F821

@@ -27,12 +27,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import build
+from tools import boardfiles, build, provision
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_VERSION = (1, 23, 0)
-NEVER_DEPLOYED = ("ussl.py",)  # host-only shim (boards/unix)
-CONFIG_FILES = ("config.json", "certs/ca.der", "certs/cert.der", "certs/key.der")
+NEVER_DEPLOYED = boardfiles.NEVER_DEPLOYED
+CONFIG_FILES = ("config.json", provision.CA_FILE, provision.CERT_FILE, provision.KEY_FILE)
 
 PROBE = """\
 import sys, os
@@ -135,9 +135,8 @@ def stage(
             put("/" + name, root / "firmware" / name)
     for mpy in sorted((compiled / "lib").rglob("*.mpy")) if not frozen_library else ():
         put("/" + mpy.relative_to(compiled).as_posix(), mpy)
-    for source in sorted(board_dir.glob("*.py")) if not frozen_library else ():
-        if source.name not in NEVER_DEPLOYED:
-            put("/lib/" + source.stem + ".mpy", compiled / "boards" / board / (source.stem + ".mpy"))
+    for source in boardfiles.board_modules(root / "boards", board) if not frozen_library else ():
+        put("/lib/" + source.stem + ".mpy", (compiled / source.relative_to(root)).with_suffix(".mpy"))
     for name in CONFIG_FILES:
         put("/" + name, config_dir / name)
     shutil.rmtree(compiled)

@@ -3,15 +3,17 @@
 Input: the thing's PEM certificate and private key, Amazon Root CA 1 (PEM), the endpoint and the
 thing name. Output folder (default state/provision/<thing>/):
 
-    config.json          thing_name, endpoint, port, ca, cert, key, board, wifi {ssid, password}
-    certs/ca.der         the CA that signs the endpoint's server certificate
-    certs/cert.der       the device certificate
-    certs/key.der        its private key (PKCS#8, mode 0600)
+    config.json              thing_name, endpoint, port, ca, cert, key, board, wifi_ssid, wifi_password
+    certs/ca.cert.der        the CA that signs the endpoint's server certificate
+    certs/device.cert.der    the device certificate
+    certs/device.key.der     its private key (PKCS#8, mode 0600)
 
-`ca`, `cert`, `key` in config.json are device paths (/certs/...), because MicroPython's TLS on many
-builds parses only DER. Every input is checked first; each problem gets one sentence and the exit
-status is 2. With --create-in-aws the thing, its certificate and a least-privilege policy are
-created with boto3 instead of reading --cert/--key (needs AWS credentials; not run in the tests).
+Key names and file paths are those of lib/jobs/config.py (its SCHEMA and defaults); `ca`, `cert`,
+`key` are paths relative to the device's root, in DER because MicroPython's TLS on many builds
+parses only DER (micropython-notes §2.3). Every input is checked first; each problem gets one
+sentence and the exit status is 2. With --create-in-aws the thing, its certificate and a
+least-privilege policy are created with boto3 instead of reading --cert/--key (needs AWS
+credentials; not run in the tests).
 """
 
 import argparse
@@ -27,7 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 ROOT = Path(__file__).resolve().parent.parent
-DEVICE_CERT_DIR = "/certs"
+# device paths, relative to the board's root (lib/jobs/config.py defaults)
+CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.cert.der", "certs/device.cert.der", "certs/device.key.der"
 DEFAULT_PORT = 8883
 # AWS thing names: 1-128 of letters, digits, ':', '_', '-'
 THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
@@ -207,27 +210,27 @@ def check_board(board: str, root: Path = ROOT) -> list[str]:
 
 
 def device_config(inputs: Inputs) -> dict:
-    """The config.json the device loads (key names: docs/contracts.md, jobs/config.py)."""
+    """The config.json the device loads (key names: lib/jobs/config.py SCHEMA)."""
     return {
         "thing_name": inputs.thing,
         "endpoint": inputs.endpoint,
         "port": inputs.port,
-        "ca": DEVICE_CERT_DIR + "/ca.der",
-        "cert": DEVICE_CERT_DIR + "/cert.der",
-        "key": DEVICE_CERT_DIR + "/key.der",
+        "ca": CA_FILE,
+        "cert": CERT_FILE,
+        "key": KEY_FILE,
         "board": inputs.board,
-        "wifi": {"ssid": inputs.wifi_ssid, "password": inputs.wifi_password},
+        "wifi_ssid": inputs.wifi_ssid,
+        "wifi_password": inputs.wifi_password,
     }
 
 
 def write_outputs(inputs: Inputs, material: Material, out: Path) -> list[Path]:
-    certs = out / "certs"
-    certs.mkdir(parents=True, exist_ok=True)
+    (out / "certs").mkdir(parents=True, exist_ok=True)
     der = serialization.Encoding.DER
     files = {
-        certs / "ca.der": material.ca.public_bytes(der),
-        certs / "cert.der": material.cert.public_bytes(der),
-        certs / "key.der": material.key.private_bytes(  # type: ignore[attr-defined]
+        out / CA_FILE: material.ca.public_bytes(der),
+        out / CERT_FILE: material.cert.public_bytes(der),
+        out / KEY_FILE: material.key.private_bytes(  # type: ignore[attr-defined]
             der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
         out / "config.json": (json.dumps(device_config(inputs), indent=2) + "\n").encode(),
@@ -235,7 +238,7 @@ def write_outputs(inputs: Inputs, material: Material, out: Path) -> list[Path]:
     for path, data in files.items():
         path.write_bytes(data)
     # the key and the Wi-Fi password are secrets
-    (certs / "key.der").chmod(0o600)
+    (out / KEY_FILE).chmod(0o600)
     (out / "config.json").chmod(0o600)
     return list(files)
 

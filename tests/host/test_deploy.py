@@ -62,7 +62,7 @@ def test_deploy_lands_every_file_and_skips_unchanged_ones(board, config_dir, tmp
     for path, local in tree.items():
         assert on_board[path] == local.read_bytes(), path
     assert on_board["/config.json"] == (config_dir / "config.json").read_bytes()
-    assert on_board["/certs/key.der"] == (config_dir / "certs" / "key.der").read_bytes()
+    assert on_board["/certs/device.key.der"] == (config_dir / "certs" / "device.key.der").read_bytes()
     assert "/boot.py" in tree
     library = sorted(p for p in tree if p.startswith("/lib/"))
     assert library and all(p.endswith(".mpy") for p in library)
@@ -87,7 +87,7 @@ def test_the_deployed_tree_boots_and_imports_jobs_from_mpy(board, config_dir, tm
         "c = json.load(open('config.json'))\n"
         "print(jobs.__file__, jobs.tls.__file__, c['thing_name'], len(open(c['cert'], 'rb').read()))",
     )
-    cert_size = (config_dir / "certs" / "cert.der").stat().st_size
+    cert_size = (config_dir / "certs" / "device.cert.der").stat().st_size
     assert output.split() == ["/lib/jobs/__init__.mpy", "/lib/jobs/tls.mpy", "thing-1", str(cert_size)]
 
 
@@ -98,8 +98,11 @@ def project(tmp_path):
     files = {
         "lib/jobs/__init__.py": "VERSION = 1\n",
         "lib/jobs/ops/__init__.py": "",
-        "boards/esp32/board.py": "NAME = 'esp32'\n",
+        "boards/esp32/board.py": "from espboard import EspBoard\nimport pins\n",
+        "boards/esp32/espboard.py": "import machine\nclass EspBoard:\n    pass\n",
         "boards/esp32/pins.py": "LED = 2\n",
+        "boards/esp32s3/board.py": "from espboard import EspBoard\n",
+        "boards/unix/board.py": "import os\n",
         "boards/unix/ussl.py": "",
         "firmware/boot.py": "# boot\n",
         "firmware/main.py": "import board\n",
@@ -107,6 +110,8 @@ def project(tmp_path):
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+    (root / "tools").mkdir()
+    shutil.copy(ROOT / "tools" / "boardfiles.py", root / "tools")
     return root
 
 
@@ -114,11 +119,12 @@ def test_board_modules_compiled_into_lib_entry_points_as_source(board, config_di
     result = deploy.deploy(board.port, config_dir, "esp32", tmp_path / "stage", reset=False, root=project)
     assert sorted(result["tree"]) == [
         "/boot.py",
-        "/certs/ca.der",
-        "/certs/cert.der",
-        "/certs/key.der",
+        "/certs/ca.cert.der",
+        "/certs/device.cert.der",
+        "/certs/device.key.der",
         "/config.json",
         "/lib/board.mpy",
+        "/lib/espboard.mpy",
         "/lib/jobs/__init__.mpy",
         "/lib/jobs/ops/__init__.mpy",
         "/lib/pins.mpy",
@@ -136,6 +142,17 @@ def test_board_modules_compiled_into_lib_entry_points_as_source(board, config_di
 def test_unix_board_never_ships_ussl(config_dir, project, tmp_path):
     tree = deploy.stage(config_dir, "unix", tmp_path / "stage", root=project)
     assert not any(p.endswith(("ussl.py", "ussl.mpy")) for p in tree)
+    assert "/lib/board.mpy" in tree
+
+
+def test_a_board_gets_the_modules_it_imports_from_a_sibling_board(config_dir, project, tmp_path):
+    tree = deploy.stage(config_dir, "esp32s3", tmp_path / "stage", root=project)
+    assert sorted(p for p in tree if p.startswith("/lib/") and "jobs" not in p) == [
+        "/lib/board.mpy",
+        "/lib/espboard.mpy",
+    ]
+    compiled_board = tree["/lib/board.mpy"].read_bytes()
+    assert b"esp32s3/board.py" in compiled_board, "the S3's own board.py, not the ESP32's"
 
 
 def run_deploy_cli(board, config_dir, *extra):
@@ -238,7 +255,13 @@ def test_manifest_freezes_the_library_and_the_board_modules(project, monkeypatch
         ("include", ("$(PORT_DIR)/boards/manifest.py",), {}),
         ("package", ("jobs",), {"base_path": "lib"}),
         ("module", ("board.py",), {"base_path": "boards/esp32"}),
+        ("module", ("espboard.py",), {"base_path": "boards/esp32"}),
         ("module", ("pins.py",), {"base_path": "boards/esp32"}),
+    ]
+    calls = run_manifest(project, "esp32s3", monkeypatch)
+    assert calls[2:] == [
+        ("module", ("board.py",), {"base_path": "boards/esp32s3"}),
+        ("module", ("espboard.py",), {"base_path": "boards/esp32"}),
     ]
     assert (project / "lib" / "jobs" / "__init__.py").is_file()
 
@@ -256,9 +279,9 @@ def test_frozen_library_firmware_gets_only_entry_points_and_config(config_dir, p
     tree = deploy.stage(config_dir, "esp32", tmp_path / "stage", root=project, frozen_library=True)
     assert sorted(tree) == [
         "/boot.py",
-        "/certs/ca.der",
-        "/certs/cert.der",
-        "/certs/key.der",
+        "/certs/ca.cert.der",
+        "/certs/device.cert.der",
+        "/certs/device.key.der",
         "/config.json",
         "/main.py",
     ]

@@ -57,19 +57,20 @@ def test_good_input_gives_config_and_der_files(pki, tmp_path):
         "thing_name": "thing-1",
         "endpoint": ENDPOINT,
         "port": 8883,
-        "ca": "/certs/ca.der",
-        "cert": "/certs/cert.der",
-        "key": "/certs/key.der",
+        "ca": "certs/ca.cert.der",
+        "cert": "certs/device.cert.der",
+        "key": "certs/device.key.der",
         "board": "unix",
-        "wifi": {"ssid": "lab", "password": "correct horse"},
+        "wifi_ssid": "lab",
+        "wifi_password": "correct horse",
     }
-    cert = x509.load_der_x509_certificate((out / "certs" / "cert.der").read_bytes())
+    cert = x509.load_der_x509_certificate((out / "certs" / "device.cert.der").read_bytes())
     assert cert == x509.load_pem_x509_certificate(pki["device"].cert_pem.read_bytes())
-    ca = x509.load_der_x509_certificate((out / "certs" / "ca.der").read_bytes())
+    ca = x509.load_der_x509_certificate((out / "certs" / "ca.cert.der").read_bytes())
     assert ca == x509.load_pem_x509_certificate(pki["root"].cert_pem.read_bytes())
-    key = serialization.load_der_private_key((out / "certs" / "key.der").read_bytes(), None)
+    key = serialization.load_der_private_key((out / "certs" / "device.key.der").read_bytes(), None)
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
-    assert (out / "certs" / "key.der").stat().st_mode & 0o077 == 0
+    assert (out / "certs" / "device.key.der").stat().st_mode & 0o077 == 0
     assert (out / "config.json").stat().st_mode & 0o077 == 0
 
 
@@ -196,10 +197,10 @@ def test_command_line_good_input(pki, tmp_path):
     )
     assert code == 0
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
-        "ca.der",
-        "cert.der",
+        "ca.cert.der",
         "config.json",
-        "key.der",
+        "device.cert.der",
+        "device.key.der",
     ]
 
 
