@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -278,3 +279,28 @@ def test_aws_calls_match_the_iot_api_model(tmp_path):
     assert endpoint == ENDPOINT
     assert cert.read_text() == "CERT" and key.read_text() == "KEY"
     assert key.stat().st_mode & 0o077 == 0
+
+
+def test_config_passes_the_devices_own_validation(pki, tmp_path):
+    """lib/jobs/config.py (the engine's) loads what provision writes, inside MicroPython."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "lib" / "jobs" / "config.py").exists():
+        pytest.skip("lib/jobs/config.py (engine branch) is not merged yet")
+    out = tmp_path / "out"
+    provision.provision(inputs(pki), out)
+    micropython = Path(sys.executable).parent / "micropython"
+    result = subprocess.run(
+        [
+            str(micropython),
+            "-c",
+            "from jobs import config\nc = config.load('config.json')\n"
+            "print(c['thing_name'], c['endpoint'], c['wifi_ssid'], len(open(c['key'], 'rb').read()))",
+        ],
+        env={"MICROPYPATH": f".frozen:{root / 'lib'}"},
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    key_size = (out / "certs" / "device.key.der").stat().st_size
+    assert result.stdout.split() == ["thing-1", ENDPOINT, "lab", str(key_size)], result.stdout + result.stderr
