@@ -199,16 +199,26 @@ def run_mpremote(port: str, args: list[str], echo: bool) -> str:
     return output
 
 
-def copy_commands(out: Path, tree: dict[str, Path]) -> list[str]:
-    """mpremote commands (joined with '+') that copy the staged tree to the board's root."""
-    args: list[str] = []
-    for entry in sorted(out.iterdir()):
-        if args:
-            args.append("+")
-        if entry.is_dir():
-            args += ["cp", "-r", str(entry), ":"]
-        else:
-            args += ["cp", str(entry), ":" + entry.name]
+MKDIRS = """\
+import os
+for _d in {folders!r}:
+    try:
+        os.mkdir(_d)
+    except OSError:
+        pass
+"""
+
+
+def copy_commands(tree: dict[str, Path]) -> list[str]:
+    """mpremote commands (joined with '+'): make the folders, then one `cp` per file.
+
+    One `cp` per file makes mpremote print a line per file as it goes (the progress), and
+    "Up to date: <path>" for a file whose sha256 already matches (not copied).
+    """
+    folders = sorted({p.rsplit("/", i)[0] for p in tree for i in range(1, p.count("/"))} - {""})
+    args = ["exec", MKDIRS.format(folders=sorted(folders, key=len))]
+    for device_path, local in sorted(tree.items()):
+        args += ["+", "cp", str(local), ":" + device_path]
     return args
 
 
@@ -265,11 +275,9 @@ def deploy(
     if problems:
         raise DeployError(problems)
 
-    output = run_mpremote(port, copy_commands(out, tree), echo=True)
+    output = run_mpremote(port, copy_commands(tree), echo=True)
     unchanged = sorted(
-        "/" + line.split(":", 1)[1].strip().lstrip("./")
-        for line in output.splitlines()
-        if line.startswith("Up to date:")
+        line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Up to date:")
     )
     copied = sorted(set(tree) - set(unchanged))
     wrong = verify(port, tree)
