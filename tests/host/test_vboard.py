@@ -194,3 +194,30 @@ def test_friendly_repl_line(board):
         assert port.read_until(b">>> ").endswith(b"1 + 2\r\n3\r\n>>> ")
     finally:
         port.close()
+
+
+def test_command_line_board_prints_its_port_and_stops_cleanly(tmp_path):
+    """`make vboard` runs this; a tool then connects to the printed port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.vboard", "--root", str(tmp_path / "board")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("vboard: serial port /dev/pts/"), first + proc.stderr.read()
+        port = first.split()[3]
+        result = subprocess.run(
+            [MPREMOTE, "connect", port, "exec", "open('/made.txt', 'w').write('x')"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "board" / "made.txt").read_text() == "x"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert "Traceback" not in proc.stderr.read()
