@@ -41,6 +41,7 @@ MARKER = b"\x00\x1bVB\x00"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WINDOW = 256
 INTERRUPT_GRACE_S = 2.0
+WRITE_TIMEOUT_S = 0.5
 
 
 def micropython_binary() -> str:
@@ -65,6 +66,7 @@ class VirtualBoard:
         self.port = ""
         self.resets = 0
         self.failed = ""
+        self.dropped = 0  # bytes of output no one read (the pty buffer was full)
         self._ready = False
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -86,6 +88,7 @@ class VirtualBoard:
         self.root.mkdir(parents=True, exist_ok=True)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
         self.port = os.ttyname(self._slave)
         self._power_on(run_main=True)
         self._actions.insert(len(self._actions) - 1, self._banner)
@@ -162,12 +165,16 @@ class VirtualBoard:
     # ---- the serial side ----
 
     def _write(self, data: bytes):
+        """Send to the serial side; like a UART with no one listening, drop what cannot go out."""
         view = memoryview(data)
         while view:
             try:
                 n = os.write(self._master, view)
             except BlockingIOError:
-                select.select([], [self._master], [], 0.1)
+                _, writable, _ = select.select([], [self._master], [], WRITE_TIMEOUT_S)
+                if not writable:
+                    self.dropped += len(view)
+                    return
                 continue
             view = view[n:]
 

@@ -221,3 +221,15 @@ def test_command_line_board_prints_its_port_and_stops_cleanly(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_output_no_one_reads_is_dropped_not_blocking(board):
+    """A chattering main.py with no tool attached must not wedge the board (as a UART drops)."""
+    (board.root / "main.py").write_text("for i in range(3000):\n    print('line', i, 'x' * 40)\n")
+    result = mpremote(board, "reset")
+    assert result.returncode == 0
+    deadline = time.monotonic() + 15
+    while board.dropped == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert board.dropped > 0
+    assert mpremote(board, "exec", "print('still here')").stdout == "still here\n"
