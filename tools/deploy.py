@@ -75,6 +75,25 @@ for _p in {paths!r}:
 """
 
 
+# mpy-cross -march for a board, needed only when a module has @micropython.native/viper code
+BOARD_ARCH = {
+    "esp32": "xtensawin",
+    "esp32s2": "xtensawin",
+    "esp32s3": "xtensawin",
+    "esp32c3": "rv32imc",
+    "esp32c6": "rv32imc",
+    "unix": "x64",
+}
+
+
+def uses_native_code(root: Path = ROOT) -> bool:
+    """True if any device module has @micropython.native/viper code (then -march matters)."""
+    return any(
+        "@micropython.native" in text or "@micropython.viper" in text
+        for text in (p.read_text() for p in build.device_sources(root))
+    )
+
+
 class DeployError(Exception):
     """Something the user must fix; args[0] is the sentence (or list of sentences)."""
 
@@ -116,12 +135,19 @@ def stage(
     if problems:
         raise DeployError(problems)
 
+    march = None
+    if uses_native_code(root):
+        march = BOARD_ARCH.get(board)
+        if march is None:
+            raise DeployError(f"native code needs an -march for board {board!r}; known: {sorted(BOARD_ARCH)}")
     if out.exists():
         shutil.rmtree(out)
     compiled = out.parent / (out.name + "-mpy")
     if compiled.exists():
         shutil.rmtree(compiled)
-    build.build(compiled, root=root)
+    library = sorted(p for p in (root / "lib").rglob("*.py") if "__pycache__" not in p.parts)
+    board_files = boardfiles.board_modules(root / "boards", board)
+    build.build(compiled, march, root=root, sources=[] if frozen_library else library + board_files)
     tree: dict[str, Path] = {}
 
     def put(device_path: str, source: Path):
@@ -135,11 +161,11 @@ def stage(
             put("/" + name, root / "firmware" / name)
     for mpy in sorted((compiled / "lib").rglob("*.mpy")) if not frozen_library else ():
         put("/" + mpy.relative_to(compiled).as_posix(), mpy)
-    for source in boardfiles.board_modules(root / "boards", board) if not frozen_library else ():
+    for source in board_files if not frozen_library else ():
         put("/lib/" + source.stem + ".mpy", (compiled / source.relative_to(root)).with_suffix(".mpy"))
     for name in CONFIG_FILES:
         put("/" + name, config_dir / name)
-    shutil.rmtree(compiled)
+    shutil.rmtree(compiled, ignore_errors=True)
 
     wrong = [p for p in tree if "umqtt" in p.split("/") or p.rsplit("/", 1)[-1] in NEVER_DEPLOYED]
     if wrong:

@@ -102,6 +102,7 @@ def project(tmp_path):
         "boards/esp32/espboard.py": "import machine\nclass EspBoard:\n    pass\n",
         "boards/esp32/pins.py": "LED = 2\n",
         "boards/esp32s3/board.py": "from espboard import EspBoard\n",
+        "boards/esp32c3/board.py": "from espboard import EspBoard\n",
         "boards/unix/board.py": "import os\n",
         "boards/unix/ussl.py": "",
         "firmware/boot.py": "# boot\n",
@@ -319,3 +320,21 @@ def test_make_provision_then_make_deploy_as_in_docs_tooling(board, tmp_path):
         assert (board.root / "config.json").read_bytes() == (state / "config.json").read_bytes()
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.parametrize("board_name, arch", [("esp32", 10), ("esp32s3", 10), ("esp32c3", 11)])
+def test_native_code_is_compiled_for_the_boards_architecture(config_dir, project, tmp_path, board_name, arch):
+    """Bytecode .mpy runs on any chip; @micropython.native needs -march (xtensawin 10, rv32imc 11)."""
+    (project / "lib" / "jobs" / "fast.py").write_text("@micropython.native\ndef f(x):\n    return x + 1\n")
+    tree = deploy.stage(config_dir, board_name, tmp_path / "stage", root=project)
+    header = tree["/lib/jobs/fast.mpy"].read_bytes()[:3]
+    assert header[:2] == b"M\x06" and header[2] >> 2 == arch
+
+
+def test_native_code_for_an_unknown_board_is_named(config_dir, project, tmp_path):
+    (project / "lib" / "jobs" / "fast.py").write_text(
+        "@micropython.viper\ndef f(x: int) -> int:\n    return x\n"
+    )
+    (project / "boards" / "pyboard").mkdir()
+    with pytest.raises(deploy.DeployError, match="native code needs an -march for board 'pyboard'"):
+        deploy.stage(config_dir, "pyboard", tmp_path / "stage", root=project)
