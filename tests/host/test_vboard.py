@@ -233,3 +233,10 @@ def test_output_no_one_reads_is_dropped_not_blocking(board):
         time.sleep(0.05)
     assert board.dropped > 0
     assert mpremote(board, "exec", "print('still here')").stdout == "still here\n"
+
+
+def test_ctrl_b_leaves_the_raw_repl(serial):
+    serial.write(b"\x02")
+    serial.read_until(b"MicroPython virtual board (tools/vboard.py) on the Unix port\r\n>>> ")
+    serial.write(b"print('friendly')\r")
+    assert serial.read_until(b">>> ").endswith(b"friendly\r\n>>> ")
