@@ -67,6 +67,7 @@ class VirtualBoard:
         self.resets = 0
         self.failed = ""
         self.dropped = 0  # bytes of output no one read (the pty buffer was full)
+        self._unheard = False
         self._ready = False
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -171,9 +172,12 @@ class VirtualBoard:
             try:
                 n = os.write(self._master, view)
             except BlockingIOError:
-                _, writable, _ = select.select([], [self._master], [], WRITE_TIMEOUT_S)
+                # after one timeout, drop at once until the serial side speaks again
+                wait = 0 if self._unheard else WRITE_TIMEOUT_S
+                _, writable, _ = select.select([], [self._master], [], wait)
                 if not writable:
                     self.dropped += len(view)
+                    self._unheard = True
                     return
                 continue
             view = view[n:]
@@ -196,6 +200,8 @@ class VirtualBoard:
                     data = os.read(self._master, 65536)
                 except OSError:  # no one has the port open
                     data = b""
+                if data:
+                    self._unheard = False
                 for byte in data:
                     if byte == 3 and self._busy:
                         if self._ready:  # a Ctrl-C while the process starts is dropped
