@@ -153,9 +153,12 @@ class VirtualBoard:
         self._actions.append(self._prompt)
 
     def _command(self, kind: bytes, payload: bytes):
-        self._proc.stdin.write(kind + b" %d\n" % len(payload) + payload)
-        self._proc.stdin.flush()
         self._busy = True
+        try:
+            self._proc.stdin.write(kind + b" %d\n" % len(payload) + payload)
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the process has ended: the end of its output restarts it
 
     def _prompt(self):
         self._write(b">" if self._raw else b">>> ")
@@ -183,6 +186,12 @@ class VirtualBoard:
             view = view[n:]
 
     def _loop(self):
+        try:
+            self._serve()
+        except Exception as error:  # noqa: BLE001 - reported through .failed, which main() prints
+            self.failed = f"the board stopped: {error!r}"
+
+    def _serve(self):
         while not self._stop.is_set():
             self._advance()
             readers = [self._master]
