@@ -221,7 +221,7 @@ def run_mpremote(port: str, args: list[str], echo: bool) -> str:
     proc.wait()
     output = "".join(lines)
     if proc.returncode:
-        raise DeployError(f"mpremote {' '.join(args[:2])} on {port} failed:\n{output.strip()}")
+        raise DeployError(f"mpremote {args[0]} on {port} failed:\n{output.strip()}")
     return output
 
 
@@ -282,6 +282,8 @@ def deploy(
             raise DeployError(
                 f"{config_path}: cannot read it ({error}): run `make provision` first"
             ) from None
+        if not isinstance(board, str):
+            raise DeployError(f"{config_path}: 'board' is not a board name: pass --board (BOARD=...)")
     out = out or root / "build" / "deploy" / board
     tree = stage(config_dir, board, out, root, frozen_library)
     print(f"deploy: {len(tree)} files staged in {out}")

@@ -338,3 +338,8 @@ def test_native_code_for_an_unknown_board_is_named(config_dir, project, tmp_path
     (project / "boards" / "pyboard").mkdir()
     with pytest.raises(deploy.DeployError, match="native code needs an -march for board 'pyboard'"):
         deploy.stage(config_dir, "pyboard", tmp_path / "stage", root=project)
+
+
+def test_a_port_that_does_not_exist_is_named(config_dir, tmp_path):
+    with pytest.raises(deploy.DeployError, match="mpremote exec on /dev/no-such-port failed"):
+        deploy.deploy("/dev/no-such-port", config_dir, out=tmp_path / "stage")
