@@ -261,35 +261,35 @@ def provision(inputs: Inputs, out: Path, root: Path = ROOT) -> list[Path]:
 # ---- AWS: the thing, its certificate and a least-privilege policy (optional) ----
 
 
+# Topic filters the firmware subscribes to: jobs.topics.Topics.subscriptions() ('+/+/+' takes
+# every <job>/get/... and <job>/update/... answer). A policy's topicfilter resource matches the
+# filter string itself, so these are listed literally.
+SUBSCRIPTIONS = ("notify-next", "start-next/+", "get/+", "+/+/+")
+# What may arrive through them (iot:Receive, '*' is the policy wildcard) and what the device sends.
+RECEIVES = ("notify-next", "start-next/*", "get/*", "*/get/*", "*/update/*")
+PUBLISHES = ("get", "start-next", "*/get", "*/update")
+
+
 def policy_document(region: str, account: str, thing: str) -> dict:
     """An IoT policy allowing exactly the MQTT the firmware uses (aws-jobs-api.md §1)."""
     arn = f"arn:aws:iot:{region}:{account}"
     jobs = f"$aws/things/{thing}/jobs"
-    publish = [
-        f"{jobs}/get",
-        f"{jobs}/start-next",
-        f"{jobs}/*/get",
-        f"{jobs}/*/update",
-        f"logi2/device/{thing}",
-    ]
-    receive = [
-        f"{jobs}/notify-next",
-        f"{jobs}/start-next/*",
-        f"{jobs}/*/update/*",
-        f"{jobs}/*/get/*",
-        f"{jobs}/get/*",
-    ]
+    publish = [f"{arn}:topic/{jobs}/{t}" for t in PUBLISHES] + [f"{arn}:topic/logi2/device/{thing}"]
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:Connect", "Resource": [f"{arn}:client/{thing}"]},
-            {"Effect": "Allow", "Action": "iot:Publish", "Resource": [f"{arn}:topic/{t}" for t in publish]},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": publish},
             {
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
-                "Resource": [f"{arn}:topicfilter/{t}" for t in receive],
+                "Resource": [f"{arn}:topicfilter/{jobs}/{t}" for t in SUBSCRIPTIONS],
             },
-            {"Effect": "Allow", "Action": "iot:Receive", "Resource": [f"{arn}:topic/{t}" for t in receive]},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": [f"{arn}:topic/{jobs}/{t}" for t in RECEIVES],
+            },
         ],
     }
 

@@ -1,5 +1,6 @@
 """`make provision`: AWS-issued PEM files become config.json + DER; every bad input is named."""
 
+import fnmatch
 import json
 import subprocess
 import sys
@@ -205,11 +206,10 @@ def test_command_line_good_input(pki, tmp_path):
     ]
 
 
-def test_policy_allows_exactly_the_firmware_topics():
+def test_policy_document_resource_by_resource():
     document = provision.policy_document("eu-west-1", "123456789012", "thing-1")
     arn = "arn:aws:iot:eu-west-1:123456789012"
     jobs = "$aws/things/thing-1/jobs"
-    receive = ["notify-next", "start-next/*", "*/update/*", "*/get/*", "get/*"]
     assert document == {
         "Version": "2012-10-17",
         "Statement": [
@@ -228,16 +228,95 @@ def test_policy_allows_exactly_the_firmware_topics():
             {
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
-                "Resource": [f"{arn}:topicfilter/{jobs}/{t}" for t in receive],
+                "Resource": [
+                    f"{arn}:topicfilter/{jobs}/notify-next",
+                    f"{arn}:topicfilter/{jobs}/start-next/+",
+                    f"{arn}:topicfilter/{jobs}/get/+",
+                    f"{arn}:topicfilter/{jobs}/+/+/+",
+                ],
             },
             {
                 "Effect": "Allow",
                 "Action": "iot:Receive",
-                "Resource": [f"{arn}:topic/{jobs}/{t}" for t in receive],
+                "Resource": [
+                    f"{arn}:topic/{jobs}/notify-next",
+                    f"{arn}:topic/{jobs}/start-next/*",
+                    f"{arn}:topic/{jobs}/get/*",
+                    f"{arn}:topic/{jobs}/*/get/*",
+                    f"{arn}:topic/{jobs}/*/update/*",
+                ],
             },
         ],
     }
-    assert "*" not in json.dumps(document).replace("/*", "")  # no wildcard outside a topic level
+
+
+def allowed(document: dict, action: str, kind: str, name: str) -> bool:
+    """AWS IoT policy matching: '*' any characters, '?' one, everything else literal."""
+    prefix = "arn:aws:iot:eu-west-1:123456789012:" + kind + "/"
+    for statement in document["Statement"]:
+        if statement["Action"] == action:
+            for resource in statement["Resource"]:
+                if fnmatch.fnmatchcase(prefix + name, resource.replace("[", "[[]")):
+                    return True
+    return False
+
+
+JOBS = "$aws/things/thing-1/jobs/"
+
+
+@pytest.mark.parametrize(
+    "action, kind, name, expected",
+    [
+        ("iot:Connect", "client", "thing-1", True),
+        ("iot:Connect", "client", "thing-2", False),
+        ("iot:Publish", "topic", JOBS + "get", True),
+        ("iot:Publish", "topic", JOBS + "start-next", True),
+        ("iot:Publish", "topic", JOBS + "$next/get", True),
+        ("iot:Publish", "topic", JOBS + "job-7/get", True),
+        ("iot:Publish", "topic", JOBS + "job-7/update", True),
+        ("iot:Publish", "topic", "logi2/device/thing-1", True),
+        ("iot:Publish", "topic", "logi2/device/thing-2", False),
+        ("iot:Publish", "topic", "$aws/things/thing-2/jobs/get", False),
+        ("iot:Publish", "topic", JOBS + "notify-next", False),
+        ("iot:Publish", "topic", "$aws/things/thing-1/shadow/update", False),
+        ("iot:Subscribe", "topicfilter", JOBS + "notify-next", True),
+        ("iot:Subscribe", "topicfilter", JOBS + "+/+/+", True),
+        ("iot:Subscribe", "topicfilter", JOBS + "#", False),
+        ("iot:Subscribe", "topicfilter", "$aws/things/thing-2/jobs/+/+/+", False),
+        ("iot:Receive", "topic", JOBS + "notify-next", True),
+        ("iot:Receive", "topic", JOBS + "start-next/accepted", True),
+        ("iot:Receive", "topic", JOBS + "get/rejected", True),
+        ("iot:Receive", "topic", JOBS + "$next/get/accepted", True),
+        ("iot:Receive", "topic", JOBS + "job-7/update/rejected", True),
+        ("iot:Receive", "topic", "$aws/things/thing-2/jobs/notify-next", False),
+        ("iot:Receive", "topic", "$aws/things/thing-1/shadow/update/accepted", False),
+    ],
+)
+def test_policy_allows_the_firmware_topics_and_nothing_of_another_thing(action, kind, name, expected):
+    document = provision.policy_document("eu-west-1", "123456789012", "thing-1")
+    assert allowed(document, action, kind, name) is expected
+
+
+def test_policy_covers_the_firmwares_own_subscriptions():
+    """Every filter jobs.topics subscribes to (read inside MicroPython) is allowed."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "lib" / "jobs" / "topics.py").exists():
+        pytest.skip("lib/jobs/topics.py (protocol branch) is not merged yet")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "micropython"),
+            "-c",
+            "from jobs import topics\nfor f in topics.Topics(b'thing-1').subscriptions(): print(f.decode())",
+        ],
+        env={"MICROPYPATH": f".frozen:{root / 'lib'}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    filters = result.stdout.split()
+    assert filters, result.stderr
+    document = provision.policy_document("eu-west-1", "123456789012", "thing-1")
+    assert [f for f in filters if not allowed(document, "iot:Subscribe", "topicfilter", f)] == []
 
 
 def test_aws_calls_match_the_iot_api_model(tmp_path):
