@@ -343,3 +343,18 @@ def test_native_code_for_an_unknown_board_is_named(config_dir, project, tmp_path
 def test_a_port_that_does_not_exist_is_named(config_dir, tmp_path):
     with pytest.raises(deploy.DeployError, match="mpremote exec on /dev/no-such-port failed"):
         deploy.deploy("/dev/no-such-port", config_dir, out=tmp_path / "stage")
+
+
+def test_after_deploy_the_board_boots_main_from_the_deployed_files(board, config_dir, project, tmp_path):
+    """The reset at the end of a deploy runs the deployed main.py, which imports the deployed .mpy."""
+    (project / "firmware" / "main.py").write_text(
+        "import json, jobs, board\n"
+        "c = json.load(open('config.json'))\n"
+        "open('booted.txt', 'w').write(' '.join((c['thing_name'], jobs.__file__, board.__file__)))\n"
+    )
+    deploy.deploy(board.port, config_dir, "esp32s3", tmp_path / "stage", root=project)
+    booted = board.root / "booted.txt"
+    deadline = time.monotonic() + 10
+    while not (booted.exists() and booted.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert booted.read_text() == "thing-1 /lib/jobs/__init__.mpy /lib/board.mpy"
