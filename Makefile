@@ -82,3 +82,30 @@ standin: setup
 
 loadtest: setup
 	$(PYTHON) -m tools.standin.loadtest $(LOADTEST_ARGS)
+
+# ---- Device tooling (docs/tooling.md): provision, deploy, flash, and a virtual board ----
+.PHONY: provision deploy flash vboard
+BOARD ?= esp32
+CONFIG ?= $(if $(THING),state/provision/$(THING))
+need = @test -n "$($(1))" || { echo "make $@: $(1)=$(2) is needed (docs/tooling.md)"; exit 2; }
+
+provision: $(VENV)/.requirements
+	$(call need,THING,<thing name>)
+	$(PYTHON) -m tools.provision --thing "$(THING)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)") \
+	  $(if $(CERT),--cert "$(CERT)") $(if $(KEY),--key "$(KEY)") $(if $(CA),--ca "$(CA)") --board "$(BOARD)" \
+	  $(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)") \
+	  $(if $(CREATE_IN_AWS),--create-in-aws) $(PROVISION_ARGS)
+
+deploy: $(VENV)/.requirements
+	$(call need,PORT,<serial port>)
+	$(call need,CONFIG,<folder from make provision> (or THING=<thing name>))
+	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(DEPLOY_ARGS)
+
+flash: $(VENV)/.requirements
+	$(call need,PORT,<serial port>)
+	$(call need,CHIP,esp32|esp32s3|esp32c3)
+	$(call need,FIRMWARE,<MicroPython .bin>)
+	$(PYTHON) -m tools.flash --port "$(PORT)" --chip "$(CHIP)" --firmware "$(FIRMWARE)" $(FLASH_ARGS)
+
+vboard: $(VENV)/.requirements build/deps/.fetched
+	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple

@@ -28,10 +28,10 @@ def device_sources(root: Path = ROOT):
         yield from sorted(p for p in (root / top).rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def build(out: Path, march: str | None = None, root: Path = ROOT) -> list[Path]:
-    """Compile all device sources under `root` into `out`; return the .mpy files written."""
+def build(out: Path, march: str | None = None, root: Path = ROOT, sources=None) -> list[Path]:
+    """Compile all device sources under `root` (or just `sources`) into `out`; return the .mpy files."""
     compiler, written, errors = mpy_cross(), [], []
-    for source in device_sources(root):
+    for source in device_sources(root) if sources is None else sources:
         relative = source.relative_to(root)
         target = (out / relative).with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,389 @@
+"""`make deploy PORT=...`: put the firmware, library, board and config on a board with mpremote.
+
+    python -m tools.deploy --port /dev/ttyUSB0 --config state/provision/<thing> [--board esp32]
+
+1. Stage the device tree in build/deploy/<board>/ (printed as a table):
+       /boot.py, /main.py                 firmware entry points, as source
+       /lib/jobs/...mpy                    the library, compiled with mpy-cross
+       /lib/<module>.mpy                   boards/<board>/*.py, compiled (never boards/unix/ussl.py)
+       /config.json, /certs/*.der          from tools/provision.py
+   umqtt is never staged: the ESP32 firmware's frozen umqtt.simple (>= 1.4) is the one used.
+2. Ask the board (mpremote exec): its MicroPython version (v1.23 or later is needed: ssl/tls
+   layout, umqtt >= 1.4 frozen), whether a stale /lib/umqtt exists (shadowed by the frozen one
+   on ESP32: micropython-notes §1.1, so it only misleads) and whether .py files in /lib would
+   shadow the .mpy being deployed. Any of these: refuse, with the command that fixes it
+   (or --remove-stale to remove the stale files).
+3. `mpremote cp` every file (it skips a file whose sha256 already matches), then read back the
+   sha256 of every deployed file and compare, then `mpremote reset`.
+"""
+
+import argparse
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import boardfiles, build, provision
+
+ROOT = Path(__file__).resolve().parent.parent
+MIN_VERSION = (1, 23, 0)
+NEVER_DEPLOYED = boardfiles.NEVER_DEPLOYED
+CONFIG_FILES = ("config.json", provision.CA_FILE, provision.CERT_FILE, provision.KEY_FILE)
+
+PROBE = """\
+import sys, os
+def _walk(d, out):
+    try:
+        entries = list(os.ilistdir(d))
+    except OSError:
+        return
+    for e in entries:
+        p = d + '/' + e[0]
+        if e[1] == 0x4000:
+            _walk(p, out)
+        elif p.endswith('.py'):
+            out.append(p)
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+_py = []
+_walk('/lib', _py)
+print('DEPLOY-PROBE', repr([tuple(sys.implementation.version[:3]), _exists('/lib/umqtt'), _py, sys.platform]))
+"""
+
+HASHES = """\
+import hashlib, binascii
+for _p in {paths!r}:
+    _h = hashlib.sha256()
+    try:
+        with open(_p, 'rb') as _f:
+            while True:
+                _b = _f.read(512)
+                if not _b:
+                    break
+                _h.update(_b)
+        print('DEPLOY-HASH', _p, binascii.hexlify(_h.digest()).decode())
+    except OSError:
+        print('DEPLOY-HASH', _p, 'missing')
+"""
+
+
+# mpy-cross -march for a board, needed only when a module has @micropython.native/viper code
+BOARD_ARCH = {
+    "esp32": "xtensawin",
+    "esp32s2": "xtensawin",
+    "esp32s3": "xtensawin",
+    "esp32c3": "rv32imc",
+    "esp32c6": "rv32imc",
+    "unix": "x64",
+}
+
+
+def uses_native_code(root: Path = ROOT) -> bool:
+    """True if any device module has @micropython.native/viper code (then -march matters)."""
+    return any(
+        "@micropython.native" in text or "@micropython.viper" in text
+        for text in (p.read_text() for p in build.device_sources(root))
+    )
+
+
+class DeployError(Exception):
+    """Something the user must fix; args[0] is the sentence (or list of sentences)."""
+
+
+@dataclass
+class Device:
+    version: tuple
+    stale_umqtt: bool
+    lib_py: list[str] = field(default_factory=list)
+    platform: str = ""
+
+
+def mpremote() -> str:
+    beside = Path(sys.executable).parent / "mpremote"
+    found = str(beside) if beside.exists() else shutil.which("mpremote")
+    if not found:
+        raise DeployError("mpremote not found: run `make setup`")
+    return found
+
+
+def stage(
+    config_dir: Path, board: str, out: Path, root: Path = ROOT, frozen_library: bool = False
+) -> dict[str, Path]:
+    """Build the device tree under `out`; return {device path: local file}.
+
+    frozen_library: the firmware has the library and board modules frozen in (manifest.py), so
+    only entry points and config are staged (a /lib copy would be shadowed by `.frozen`).
+    """
+    problems = []
+    board_dir = root / "boards" / board
+    if not board_dir.is_dir():
+        boards = sorted(p.name for p in (root / "boards").iterdir() if p.is_dir())
+        problems.append(f"board {board!r} does not exist: boards/ has {', '.join(boards)}")
+    for name in CONFIG_FILES:
+        if not (config_dir / name).is_file():
+            problems.append(f"{config_dir / name} is missing: run `make provision` first (docs/tooling.md)")
+    if not (root / "firmware" / "boot.py").is_file():
+        problems.append("firmware/boot.py is missing")
+    if problems:
+        raise DeployError(problems)
+
+    march = None
+    if uses_native_code(root):
+        march = BOARD_ARCH.get(board)
+        if march is None:
+            raise DeployError(f"native code needs an -march for board {board!r}; known: {sorted(BOARD_ARCH)}")
+    if out.exists():
+        shutil.rmtree(out)
+    compiled = out.parent / (out.name + "-mpy")
+    if compiled.exists():
+        shutil.rmtree(compiled)
+    library = sorted(p for p in (root / "lib").rglob("*.py") if "__pycache__" not in p.parts)
+    board_files = boardfiles.board_modules(root / "boards", board)
+    build.build(compiled, march, root=root, sources=[] if frozen_library else library + board_files)
+    tree: dict[str, Path] = {}
+
+    def put(device_path: str, source: Path):
+        target = out / device_path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        tree[device_path] = target
+
+    for name in ("boot.py", "main.py"):
+        if (root / "firmware" / name).is_file():
+            put("/" + name, root / "firmware" / name)
+    for mpy in sorted((compiled / "lib").rglob("*.mpy")) if not frozen_library else ():
+        put("/" + mpy.relative_to(compiled).as_posix(), mpy)
+    for source in board_files if not frozen_library else ():
+        put("/lib/" + source.stem + ".mpy", (compiled / source.relative_to(root)).with_suffix(".mpy"))
+    for name in CONFIG_FILES:
+        put("/" + name, config_dir / name)
+    shutil.rmtree(compiled, ignore_errors=True)
+
+    wrong = [p for p in tree if "umqtt" in p.split("/") or p.rsplit("/", 1)[-1] in NEVER_DEPLOYED]
+    if wrong:
+        raise DeployError(f"refusing to deploy {', '.join(wrong)}: the firmware uses the frozen umqtt")
+    return tree
+
+
+def parse_probe(output: str) -> Device:
+    for line in output.splitlines():
+        if line.startswith("DEPLOY-PROBE "):
+            version, stale, lib_py, platform = ast.literal_eval(line[len("DEPLOY-PROBE ") :])
+            return Device(tuple(version), stale, list(lib_py), platform)
+    raise DeployError(f"the board did not answer the probe; it said:\n{output.strip()}")
+
+
+def device_problems(device: Device, tree: dict[str, Path], port: str) -> tuple[list[str], list[str]]:
+    """(problems, stale paths on the device that --remove-stale would delete)."""
+    problems, stale = [], []
+    if device.version < MIN_VERSION:
+        have = ".".join(map(str, device.version))
+        problems.append(
+            f"the board runs MicroPython v{have}; v1.23 or later is needed (TLS via the ssl/tls "
+            "modules, frozen umqtt.simple >= 1.4): flash a current firmware, `make flash` (docs/tooling.md)"
+        )
+    if device.stale_umqtt:
+        stale.append("/lib/umqtt")
+        problems.append(
+            "the board has /lib/umqtt, which the frozen umqtt.simple shadows on ESP32 "
+            "(sys.path is ['', '.frozen', '/lib']): it is never used and only misleads; remove it with "
+            f"`mpremote connect {port} rm -r :/lib/umqtt` or deploy with --remove-stale"
+        )
+    shadowing = [p for p in device.lib_py if p[:-3] + ".mpy" in tree]
+    if shadowing:
+        stale += shadowing
+        targets = " ".join(":" + p for p in shadowing)
+        problems.append(
+            f"the board has {', '.join(shadowing)}, which MicroPython imports before the .mpy "
+            f"being deployed: remove with `mpremote connect {port} rm {targets}` "
+            "or deploy with --remove-stale"
+        )
+    return problems, stale
+
+
+def run_mpremote(port: str, args: list[str], echo: bool) -> str:
+    """Run mpremote on `port`; echo its output live (progress) if asked; return the output."""
+    command = [mpremote(), "connect", port, *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if echo and not line.startswith(("DEPLOY-HASH", "DEPLOY-PROBE")):
+            print("  " + line.rstrip())
+    proc.wait()
+    output = "".join(lines)
+    if proc.returncode:
+        raise DeployError(f"mpremote {args[0]} on {port} failed:\n{output.strip()}")
+    return output
+
+
+MKDIRS = """\
+import os
+for _d in {folders!r}:
+    try:
+        os.mkdir(_d)
+    except OSError:
+        pass
+"""
+
+
+def copy_commands(tree: dict[str, Path]) -> list[str]:
+    """mpremote commands (joined with '+'): make the folders, then one `cp` per file.
+
+    One `cp` per file makes mpremote print a line per file as it goes (the progress), and
+    "Up to date: <path>" for a file whose sha256 already matches (not copied).
+    """
+    folders = sorted({p.rsplit("/", i)[0] for p in tree for i in range(1, p.count("/"))} - {""})
+    args = ["exec", MKDIRS.format(folders=sorted(folders, key=len))]
+    for device_path, local in sorted(tree.items()):
+        args += ["+", "cp", str(local), ":" + device_path]
+    return args
+
+
+def verify(port: str, tree: dict[str, Path]) -> list[str]:
+    """Device paths whose sha256 on the board differs from the staged file."""
+    output = run_mpremote(port, ["exec", HASHES.format(paths=sorted(tree))], echo=False)
+    seen = {}
+    for line in output.splitlines():
+        if line.startswith("DEPLOY-HASH "):
+            _, path, digest = line.split(" ", 2)
+            seen[path] = digest.strip()
+    return [
+        path
+        for path, local in sorted(tree.items())
+        if seen.get(path) != hashlib.sha256(local.read_bytes()).hexdigest()
+    ]
+
+
+def deploy(
+    port: str,
+    config_dir: Path,
+    board: str | None = None,
+    out: Path | None = None,
+    reset: bool = True,
+    remove_stale: bool = False,
+    root: Path = ROOT,
+    frozen_library: bool = False,
+) -> dict:
+    """Deploy; return {'copied': [...], 'unchanged': [...], 'tree': {...}}. DeployError on a problem."""
+    config_path = config_dir / "config.json"
+    if board is None:
+        try:
+            board = json.loads(config_path.read_text()).get("board") or "esp32"
+        except (OSError, ValueError) as error:
+            raise DeployError(
+                f"{config_path}: cannot read it ({error}): run `make provision` first"
+            ) from None
+        if not isinstance(board, str):
+            raise DeployError(f"{config_path}: 'board' is not a board name: pass --board (BOARD=...)")
+    out = out or root / "build" / "deploy" / board
+    tree = stage(config_dir, board, out, root, frozen_library)
+    print(f"deploy: {len(tree)} files staged in {out}")
+    for path in sorted(tree):
+        print(f"  {path}  ({tree[path].stat().st_size} bytes)")
+
+    device = parse_probe(run_mpremote(port, ["exec", PROBE], echo=False))
+    print(f"deploy: the board runs MicroPython v{'.'.join(map(str, device.version))} ({device.platform})")
+    problems, stale = device_problems(device, tree, port)
+    if problems and remove_stale and stale and device.version >= MIN_VERSION:
+        args = []
+        for path in stale:
+            args += (["+"] if args else []) + ["rm", "-r", ":" + path]
+        run_mpremote(port, args, echo=True)
+        print(f"deploy: removed {', '.join(stale)}")
+        problems = []
+    if problems:
+        raise DeployError(problems)
+
+    output = run_mpremote(port, copy_commands(tree), echo=True)
+    unchanged = sorted(
+        line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Up to date:")
+    )
+    copied = sorted(set(tree) - set(unchanged))
+    wrong = verify(port, tree)
+    if wrong:
+        raise DeployError(f"after copying, the board's sha256 differs for: {', '.join(wrong)}")
+    print(f"deploy: {len(copied)} copied, {len(unchanged)} unchanged, all {len(tree)} verified by sha256")
+    if reset:
+        run_mpremote(port, ["reset"], echo=False)
+        print("deploy: board reset")
+    return {"copied": copied, "unchanged": unchanged, "tree": tree}
+
+
+def package_json(root: Path = ROOT) -> dict:
+    """What `mpremote mip install github:<owner>/<repo>` reads: every lib/jobs module (as source).
+
+    URLs are relative to package.json, so a local `mip install path/to/package.json` works too.
+    """
+    sources = sorted((root / "lib").rglob("*.py"))
+    return {
+        "urls": [
+            [p.relative_to(root / "lib").as_posix(), p.relative_to(root).as_posix()]
+            for p in sources
+            if p.relative_to(root / "lib").parts[0] == "jobs" and "__pycache__" not in p.parts
+        ],
+        "deps": [],
+        "version": "0.1.0",
+    }
+
+
+def package_json_text(root: Path = ROOT) -> str:
+    return json.dumps(package_json(root), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.deploy", description="Copy firmware, library, board and config to a board."
+    )
+    parser.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0 (or a vboard pty)")
+    parser.add_argument("--config", type=Path, help="folder written by tools.provision")
+    parser.add_argument("--board", help="folder under boards/ (default: the config's board)")
+    parser.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    parser.add_argument(
+        "--frozen-library",
+        action="store_true",
+        help="the firmware was built with manifest.py: copy only entry points and config",
+    )
+    parser.add_argument(
+        "--remove-stale", action="store_true", help="remove /lib/umqtt and .py files shadowing the .mpy"
+    )
+    parser.add_argument(
+        "--write-package-json", action="store_true", help="regenerate package.json (for mip) and exit"
+    )
+    args = parser.parse_args(argv)
+    if args.write_package_json:
+        (ROOT / "package.json").write_text(package_json_text())
+        print(f"deploy: wrote {ROOT / 'package.json'}")
+        return 0
+    if not args.port or not args.config:
+        parser.error("--port and --config are needed (make deploy PORT=... CONFIG=...)")
+    try:
+        deploy(
+            args.port,
+            args.config,
+            args.board,
+            reset=not args.no_reset,
+            remove_stale=args.remove_stale,
+            frozen_library=args.frozen_library,
+        )
+    except DeployError as error:
+        problems = error.args[0] if isinstance(error.args[0], list) else [error.args[0]]
+        for problem in problems:
+            print(f"deploy: {problem}", file=sys.stderr)
+        return 2
+    except SystemExit as stop:  # build failures from tools.build carry their message
+        print(f"deploy: {stop}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""`make provision`: turn the files AWS issues for a thing into the device's config and DER files.
+
+Input: the thing's PEM certificate and private key, Amazon Root CA 1 (PEM), the endpoint and the
+thing name. Output folder (default state/provision/<thing>/):
+
+    config.json              thing_name, endpoint, port, ca, cert, key, board, wifi_ssid, wifi_password
+    certs/ca.cert.der        the CA that signs the endpoint's server certificate
+    certs/device.cert.der    the device certificate
+    certs/device.key.der     its private key (PKCS#8, mode 0600)
+
+Key names and file paths are those of lib/jobs/config.py (its SCHEMA and defaults); `ca`, `cert`,
+`key` are paths relative to the device's root, in DER because MicroPython's TLS on many builds
+parses only DER (micropython-notes §2.3). Every input is checked first; each problem gets one
+sentence and the exit status is 2. With --create-in-aws the thing, its certificate and a
+least-privilege policy are created with boto3 instead of reading --cert/--key (needs AWS
+credentials; not run in the tests).
+"""
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+# device paths, relative to the board's root (lib/jobs/config.py defaults)
+CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.cert.der", "certs/device.cert.der", "certs/device.key.der"
+DEFAULT_PORT = 8883
+# AWS thing names: 1-128 of letters, digits, ':', '_', '-'
+THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+ATS_ENDPOINT = re.compile(r"^[a-z0-9]+-ats\.iot\.[a-z]{2}(-gov)?-[a-z]+-[0-9]\.amazonaws\.com(\.cn)?$")
+LEGACY_ENDPOINT = re.compile(r"^[a-z0-9]+\.iot\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+LOCAL_ENDPOINTS = ("localhost", "127.0.0.1")
+
+
+class ProvisionError(Exception):
+    """One or more problems with the input; args[0] is the list of sentences."""
+
+
+@dataclass
+class Inputs:
+    thing: str
+    endpoint: str
+    port: int = DEFAULT_PORT
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    board: str = "esp32"
+    wifi_ssid: str = ""
+    wifi_password: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def known_boards(root: Path = ROOT) -> list[str]:
+    return sorted(p.name for p in (root / "boards").iterdir() if p.is_dir() and p.name != "__pycache__")
+
+
+def check_thing_name(name: str) -> str | None:
+    if THING_NAME.match(name):
+        return None
+    return (
+        f"thing name {name!r} is not valid: use 1 to 128 letters, digits, ':', '_' or '-' "
+        "(the pattern AWS IoT accepts)"
+    )
+
+
+def check_endpoint(endpoint: str, port: int) -> list[str]:
+    problems = []
+    if endpoint in LOCAL_ENDPOINTS:
+        pass
+    elif LEGACY_ENDPOINT.match(endpoint) and "-ats." not in endpoint:
+        problems.append(
+            f"endpoint {endpoint!r} is a legacy (VeriSign) endpoint: use the ATS one, "
+            "`aws iot describe-endpoint --endpoint-type iot:Data-ATS`, which Amazon Root CA 1 verifies"
+        )
+    elif not ATS_ENDPOINT.match(endpoint):
+        problems.append(
+            f"endpoint {endpoint!r} does not look like <prefix>-ats.iot.<region>.amazonaws.com "
+            "(or localhost for the local stand-in)"
+        )
+    if port == 443:
+        problems.append(
+            "port 443 needs ALPN, which MicroPython's TLS does not implement: use 8883 "
+            "(micropython-notes §2.1)"
+        )
+    elif not 0 < port < 65536:
+        problems.append(f"port {port} is not a TCP port number")
+    return problems
+
+
+def _read(path: Path | None, what: str, problems: list[str]) -> bytes | None:
+    if path is None:
+        problems.append(f"{what}: no file given")
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        problems.append(f"{what}: cannot read {path}: {error.strerror or error}")
+        return None
+
+
+def _load_cert(data: bytes, path: Path, what: str, problems: list[str]) -> x509.Certificate | None:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        problems.append(f"{what}: {path} is not an X.509 certificate (PEM or DER)")
+        return None
+
+
+def _check_dates(cert: x509.Certificate, path: Path, what: str, now: datetime.datetime) -> list[str]:
+    if cert.not_valid_after_utc <= now:
+        return [f"{what}: {path} expired on {cert.not_valid_after_utc:%Y-%m-%d}"]
+    if cert.not_valid_before_utc > now:
+        return [f"{what}: {path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}"]
+    return []
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _public_numbers(public_key):
+    if isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        return public_key.public_numbers()
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass
+class Material:
+    """The validated certificate, key and CA, ready to write as DER."""
+
+    cert: x509.Certificate
+    key: object
+    ca: x509.Certificate
+
+
+def check_material(inputs: Inputs, now: datetime.datetime | None = None) -> Material | None:
+    """Validate certificate, key and CA; append a sentence to inputs.problems for each problem."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    problems = inputs.problems
+    cert = key = ca = None
+    data = _read(inputs.cert, "device certificate", problems)
+    if data is not None:
+        cert = _load_cert(data, inputs.cert, "device certificate", problems)
+        if cert is not None:
+            problems += _check_dates(cert, inputs.cert, "device certificate", now)
+            if _is_ca(cert):
+                problems.append(f"device certificate: {inputs.cert} is a CA certificate, not a device's")
+    data = _read(inputs.key, "private key", problems)
+    if data is not None:
+        try:
+            if b"-----BEGIN" in data:
+                key = serialization.load_pem_private_key(data, password=None)
+            else:
+                key = serialization.load_der_private_key(data, password=None)
+        except TypeError:
+            problems.append(f"private key: {inputs.key} is encrypted: give the unencrypted key AWS issued")
+        except ValueError:
+            problems.append(f"private key: {inputs.key} is not a private key (PEM or DER)")
+        if key is not None and not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            problems.append(f"private key: {inputs.key} is neither RSA nor EC, which mbedTLS needs")
+            key = None
+    if cert is not None and key is not None:
+        if _public_numbers(cert.public_key()) != _public_numbers(key.public_key()):
+            problems.append(f"private key: {inputs.key} does not match the certificate {inputs.cert}")
+    data = _read(inputs.ca, "root CA", problems)
+    if data is not None:
+        ca = _load_cert(data, inputs.ca, "root CA", problems)
+        if ca is not None:
+            problems += _check_dates(ca, inputs.ca, "root CA", now)
+            if not _is_ca(ca):
+                problems.append(
+                    f"root CA: {inputs.ca} is not a CA certificate (use AmazonRootCA1.pem, "
+                    "https://www.amazontrust.com/repository/AmazonRootCA1.pem)"
+                )
+    if problems or cert is None or key is None or ca is None:
+        return None
+    return Material(cert, key, ca)
+
+
+def check_wifi(ssid: str, password: str) -> list[str]:
+    problems = []
+    if len(ssid.encode()) > 32:
+        problems.append(f"Wi-Fi SSID {ssid!r} is longer than 32 bytes")
+    if password and not 8 <= len(password.encode()) <= 63:
+        problems.append("Wi-Fi password must be 8 to 63 characters (WPA2), or empty for an open network")
+    if password and not ssid:
+        problems.append("Wi-Fi password given without --wifi-ssid")
+    return problems
+
+
+def check_board(board: str, root: Path = ROOT) -> list[str]:
+    boards = known_boards(root)
+    if board in boards:
+        return []
+    return [f"board {board!r} does not exist: boards/ has {', '.join(boards) or 'none'}"]
+
+
+def device_config(inputs: Inputs) -> dict:
+    """The config.json the device loads (key names: lib/jobs/config.py SCHEMA)."""
+    return {
+        "thing_name": inputs.thing,
+        "endpoint": inputs.endpoint,
+        "port": inputs.port,
+        "ca": CA_FILE,
+        "cert": CERT_FILE,
+        "key": KEY_FILE,
+        "board": inputs.board,
+        "wifi_ssid": inputs.wifi_ssid,
+        "wifi_password": inputs.wifi_password,
+    }
+
+
+def write_outputs(inputs: Inputs, material: Material, out: Path) -> list[Path]:
+    (out / "certs").mkdir(parents=True, exist_ok=True)
+    der = serialization.Encoding.DER
+    files = {
+        out / CA_FILE: material.ca.public_bytes(der),
+        out / CERT_FILE: material.cert.public_bytes(der),
+        out / KEY_FILE: material.key.private_bytes(  # type: ignore[attr-defined]
+            der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        out / "config.json": (json.dumps(device_config(inputs), indent=2) + "\n").encode(),
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+    # the key and the Wi-Fi password are secrets
+    (out / KEY_FILE).chmod(0o600)
+    (out / "config.json").chmod(0o600)
+    return list(files)
+
+
+def provision(inputs: Inputs, out: Path, root: Path = ROOT) -> list[Path]:
+    """Validate everything, then write config.json and DER files; ProvisionError lists the problems."""
+    problems = inputs.problems
+    name_problem = check_thing_name(inputs.thing)
+    if name_problem:
+        problems.append(name_problem)
+    problems += check_endpoint(inputs.endpoint, inputs.port)
+    problems += check_board(inputs.board, root)
+    problems += check_wifi(inputs.wifi_ssid, inputs.wifi_password)
+    material = check_material(inputs)
+    if problems or material is None:
+        raise ProvisionError(list(problems))
+    return write_outputs(inputs, material, out)
+
+
+# ---- AWS: the thing, its certificate and a least-privilege policy (optional) ----
+
+
+# Topic filters the firmware subscribes to: jobs.topics.Topics.subscriptions() ('+/+/+' takes
+# every <job>/get/... and <job>/update/... answer). A policy's topicfilter resource matches the
+# filter string itself, so these are listed literally.
+SUBSCRIPTIONS = ("notify-next", "start-next/+", "get/+", "+/+/+")
+# What may arrive through them (iot:Receive, '*' is the policy wildcard) and what the device sends.
+RECEIVES = ("notify-next", "start-next/*", "get/*", "*/get/*", "*/update/*")
+PUBLISHES = ("get", "start-next", "*/get", "*/update")
+
+
+def policy_document(region: str, account: str, thing: str) -> dict:
+    """An IoT policy allowing exactly the MQTT the firmware uses (aws-jobs-api.md §1)."""
+    arn = f"arn:aws:iot:{region}:{account}"
+    jobs = f"$aws/things/{thing}/jobs"
+    publish = [f"{arn}:topic/{jobs}/{t}" for t in PUBLISHES] + [f"{arn}:topic/logi2/device/{thing}"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": [f"{arn}:client/{thing}"]},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": publish},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [f"{arn}:topicfilter/{jobs}/{t}" for t in SUBSCRIPTIONS],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": [f"{arn}:topic/{jobs}/{t}" for t in RECEIVES],
+            },
+        ],
+    }
+
+
+def create_in_aws(iot, thing: str, out: Path) -> tuple[Path, Path, str]:
+    """Create thing, certificate (keys written to `out`) and policy with the boto3 IoT client `iot`.
+
+    Returns (certificate PEM path, key PEM path, ATS endpoint).
+    """
+    iot.create_thing(thingName=thing)
+    created = iot.create_keys_and_certificate(setAsActive=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cert_pem, key_pem = out / "aws-cert.pem", out / "aws-key.pem"
+    cert_pem.write_text(created["certificatePem"])
+    key_pem.write_text(created["keyPair"]["PrivateKey"])
+    key_pem.chmod(0o600)
+    # arn:aws:iot:<region>:<account>:cert/<id>
+    _, _, _, region, account, _ = created["certificateArn"].split(":", 5)
+    policy = f"{thing}-jobs"
+    iot.create_policy(policyName=policy, policyDocument=json.dumps(policy_document(region, account, thing)))
+    iot.attach_policy(policyName=policy, target=created["certificateArn"])
+    iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+    endpoint = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    return cert_pem, key_pem, endpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.provision",
+        description="Make a device's config.json and DER certificate files from what AWS IoT issued.",
+    )
+    parser.add_argument("--thing", required=True, help="the thing name (also the MQTT client id)")
+    parser.add_argument("--endpoint", help="<prefix>-ats.iot.<region>.amazonaws.com, or localhost")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--cert", type=Path, help="the thing's certificate (PEM, as AWS issues it)")
+    parser.add_argument("--key", type=Path, help="the thing's private key (PEM)")
+    parser.add_argument("--ca", type=Path, help="Amazon Root CA 1 (PEM), or the stand-in's CA")
+    parser.add_argument("--board", default="esp32", help="folder under boards/ (default esp32)")
+    parser.add_argument("--wifi-ssid", default="")
+    parser.add_argument("--wifi-password", default="")
+    parser.add_argument("--out", type=Path, help="output folder (default state/provision/<thing>)")
+    parser.add_argument(
+        "--create-in-aws",
+        action="store_true",
+        help="create thing, certificate and policy with boto3 (AWS credentials needed)",
+    )
+    args = parser.parse_args(argv)
+    out = args.out or ROOT / "state" / "provision" / args.thing
+    inputs = Inputs(
+        thing=args.thing,
+        endpoint=args.endpoint or "",
+        port=args.port,
+        cert=args.cert,
+        key=args.key,
+        ca=args.ca,
+        board=args.board,
+        wifi_ssid=args.wifi_ssid,
+        wifi_password=args.wifi_password,
+    )
+    if args.create_in_aws:
+        name_problem = check_thing_name(args.thing)
+        if name_problem:
+            print(f"provision: {name_problem}", file=sys.stderr)
+            return 2
+        try:
+            import boto3
+            import botocore.exceptions
+
+            iot = boto3.client("iot")
+            inputs.cert, inputs.key, inputs.endpoint = create_in_aws(iot, args.thing, out)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            print(f"provision: AWS said: {error}", file=sys.stderr)
+            return 2
+    elif not args.endpoint:
+        print("provision: --endpoint is needed (or --create-in-aws to ask AWS for it)", file=sys.stderr)
+        return 2
+    try:
+        written = provision(inputs, out)
+    except ProvisionError as error:
+        for problem in error.args[0]:
+            print(f"provision: {problem}", file=sys.stderr)
+        print(f"provision: {len(error.args[0])} problem(s); nothing written", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"provision: wrote {path}")
+    print(f"provision: next, `make deploy PORT=<serial port> CONFIG={out}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+# MicroPython program: the "chip" of tools/vboard.py. Runs inside the Unix port, never on CPython.
+"""Execute code sent by tools/vboard.py with a board folder mounted as the filesystem root.
+
+Usage: micropython vboard_agent.py <board folder> [frozen module ...]
+
+Before mounting, each named module is imported from MICROPYPATH and stays in sys.modules, as a
+frozen module does on the ESP32 (so a copy in /lib cannot shadow it). Then the folder becomes
+'/', sys.path becomes the ESP32's ['', '.frozen', '/lib'], and `machine.reset()` ends the
+process with status 99 (the host restarts it: a hard reset).
+
+Commands on stdin: "<kind> <length>\n" then <length> bytes.
+    r  raw-REPL exec:   output, 0x04, traceback, 0x04
+    s  friendly line:   output (expression values printed), traceback
+    f  run a file:      the payload is its path; silently skipped if it does not exist
+After each command, and once when ready, the agent writes MARKER.
+"""
+
+import io
+import sys
+
+import umachine
+import vfs
+
+MARKER = b"\x00\x1bVB\x00"
+RESET_STATUS = 99
+
+
+class _Machine:
+    """The built-in machine module plus reset() (the Unix port has none)."""
+
+    def reset(self):
+        raise SystemExit(RESET_STATUS)
+
+    def soft_reset(self):
+        raise SystemExit(RESET_STATUS)
+
+    def reset_cause(self):
+        return 1
+
+
+def _install_machine():
+    fake = _Machine()
+    for name in dir(umachine):
+        if not name.startswith("_"):
+            setattr(fake, name, getattr(umachine, name))
+    sys.modules["machine"] = fake
+
+
+def _exec(source, mode, scope):
+    out = sys.stdout
+    try:
+        exec(compile(source.decode(), "<stdin>", mode), scope)
+    except SystemExit as stop:
+        raise stop
+    except BaseException as error:  # noqa: BLE001 - whatever the code raised is reported, as on a board
+        if mode == "exec":
+            out.write("\x04")
+        out.write(_traceback(error))
+        if mode == "exec":
+            out.write("\x04")
+        return
+    if mode == "exec":
+        out.write("\x04\x04")
+
+
+def _traceback(error):
+    """The traceback as a board prints it: without this agent's own frames."""
+    text = io.StringIO()
+    sys.print_exception(error, text)
+    lines = text.getvalue().split("\n")
+    return "\n".join(line for line in lines if "vboard_agent" not in line)
+
+
+def _run_file(path, scope):
+    try:
+        with open(path) as f:
+            source = f.read()
+    except OSError:
+        return
+    try:
+        exec(compile(source, path, "exec"), scope)
+    except SystemExit as stop:
+        raise stop
+    except BaseException as error:  # noqa: BLE001 - a failing boot.py/main.py prints, as on a board
+        sys.print_exception(error)
+
+
+def main():
+    root = sys.argv[1]
+    for name in sys.argv[2:]:
+        __import__(name)
+    _install_machine()
+    vfs.mount(vfs.VfsPosix(root), "/")
+    import os
+
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    scope = {"__name__": "__main__"}
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(MARKER)
+    while True:
+        try:
+            header = stdin.readline()
+        except KeyboardInterrupt:
+            continue
+        if not header:
+            return 0
+        kind, length = header.split()
+        payload = stdin.read(int(length))
+        try:
+            if kind == b"r":
+                _exec(payload, "exec", scope)
+            elif kind == b"s":
+                _exec(payload, "single", scope)
+            elif kind == b"f":
+                _run_file(payload.decode(), scope)
+        except SystemExit as stop:
+            return stop.args[0] if stop.args else 0
+        stdout.write(MARKER)
+
+
+sys.exit(main())
