@@ -41,7 +41,13 @@ SCHEMA = (
     ("step_timeout_min", _INT, 0, 0, 10080, True),
     ("telemetry_interval_s", _INT, 60, 0, 86400, True),
     ("query_next_first", _BOOL, False, 0, 1, True),
+    ("https_ca", _STR, "", 0, 128, False),
+    ("https_timeout_ms", _INT, 10000, 500, 120000, True),
+    ("ntp_host", _STR, "pool.ntp.org", 1, 253, False),
 )
+# Keys that start with this belong to the board (e.g. the unix board's state folder); the
+# board checks them.
+_BOARD_PREFIX = "board_"
 
 
 class ConfigError(ValueError):
@@ -90,10 +96,12 @@ def validate(raw):
     """A full config dict from the decoded `raw` dict; ConfigError naming the bad key."""
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a JSON object")
+    cfg = {}
     for key in raw:
         if _entry(key) is None:
-            raise ConfigError("config key '" + str(key) + "': unknown key")
-    cfg = {}
+            if not (isinstance(key, str) and key.startswith(_BOARD_PREFIX)):
+                raise ConfigError("config key '" + str(key) + "': unknown key")
+            cfg[key] = raw[key]
     for entry in SCHEMA:
         key, default = entry[0], entry[2]
         if key not in raw:

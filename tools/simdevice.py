@@ -1,0 +1,174 @@
+"""The simulated ESP32: firmware/main.py under the MicroPython Unix port with the unix board.
+
+Like a chip, it boots again after a reset: the unix board turns `reset()` into exit status 75,
+and the runner starts the process again. A crash (any other exit) also reboots, as a panic
+would, after a short pause. The device's filesystem is one folder (`root`): config.json,
+certs/, the journal, the board's state and the application files.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_RESET = 75
+_CRASH_PAUSE_S = 0.5
+
+
+def micropython_binary() -> str:
+    explicit = os.environ.get("MICROPYTHON")
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "micropython"
+    return str(beside) if beside.exists() else (shutil.which("micropython") or "micropython")
+
+
+def micropypath() -> str:
+    parts = [ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps"]
+    return ":".join([".frozen"] + [str(p) for p in parts])
+
+
+def provision(root: Path, config: dict, ca_der: Path, cert_der: Path, key_der: Path) -> Path:
+    """Write the device's config.json and DER files into its filesystem folder."""
+    certs = root / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca_der, certs / "ca.cert.der")
+    shutil.copyfile(cert_der, certs / "device.cert.der")
+    shutil.copyfile(key_der, certs / "device.key.der")
+    settings = {
+        "ca": "certs/ca.cert.der",
+        "cert": "certs/device.cert.der",
+        "key": "certs/device.key.der",
+        "board": "unix",
+        **config,
+    }
+    path = root / "config.json"
+    path.write_text(json.dumps(settings, indent=2))
+    return path
+
+
+class SimDevice:
+    """Runs and re-boots the simulated device; `kill()` is a power cut, `start()` power on."""
+
+    def __init__(self, root: Path, heapsize: str | None = None, echo: bool = False):
+        self.root = Path(root)
+        self.heapsize = heapsize
+        self.echo = echo
+        self.boots = 0
+        self.exits: list[int] = []
+        self.process: subprocess.Popen | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def log(self) -> Path:
+        return self.root / "device.log"
+
+    def command(self) -> list[str]:
+        command = [micropython_binary()]
+        if self.heapsize:
+            command += ["-X", f"heapsize={self.heapsize}"]
+        return command + [str(ROOT / "firmware" / "main.py")]
+
+    def env(self) -> dict:
+        return dict(os.environ, MICROPYPATH=micropypath(), JOBS_BOARD_STATE=str(self.root))
+
+    def start(self) -> "SimDevice":
+        """Power on: boot now, and again after every reset, until kill() or stop()."""
+        self._running = True
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+        self._thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        with open(self.log, "ab") as log:
+            while self._running:
+                with self._lock:
+                    if not self._running:
+                        break
+                    self.boots += 1
+                    log.write(f"--- boot {self.boots} ---\n".encode())
+                    log.flush()
+                    self.process = subprocess.Popen(
+                        self.command(),
+                        cwd=self.root,
+                        env=self.env(),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                    )
+                for line in self.process.stdout:
+                    log.write(line)
+                    log.flush()
+                    if self.echo:
+                        sys.stdout.write(line.decode(errors="replace"))
+                        sys.stdout.flush()
+                status = self.process.wait()
+                self.exits.append(status)
+                log.write(f"--- exit {status} ---\n".encode())
+                log.flush()
+                if status != EXIT_RESET and self._running:
+                    time.sleep(_CRASH_PAUSE_S)
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL the running firmware and do not boot again."""
+        self._halt(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Switch off politely (SIGTERM), for the end of a run."""
+        self._halt(signal.SIGTERM)
+
+    def _halt(self, sig) -> None:
+        with self._lock:
+            self._running = False
+            if self.process and self.process.poll() is None:
+                self.process.send_signal(sig)
+        if self._thread:
+            self._thread.join(10)
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for(self, text: str, timeout: float = 20.0, after: int = 0) -> bool:
+        """True once `text` appears in the device log (past offset `after`) within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output()[after:]:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Run the simulated ESP32 (firmware/main.py on the unix board)."
+    )
+    parser.add_argument(
+        "root", type=Path, help="the device's filesystem folder (with config.json and certs/)"
+    )
+    parser.add_argument("--heapsize", help="MicroPython heap, e.g. 64K (default: the port's)")
+    args = parser.parse_args(argv)
+    if not (args.root / "config.json").exists():
+        print(f"simdevice: {args.root}/config.json not found: provision the device first", file=sys.stderr)
+        return 2
+    device = SimDevice(args.root, args.heapsize, echo=True).start()
+    try:
+        while device._thread.is_alive():
+            device._thread.join(0.5)
+    except KeyboardInterrupt:
+        device.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
