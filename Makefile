@@ -14,7 +14,7 @@ SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed
 .PHONY: help setup run test lint format typecheck build clean
 
 help:
-	@echo "make run        start the local AWS IoT stand-in and a simulated ESP32 running demo jobs"
+	@echo "make run        the local AWS IoT stand-in and a simulated ESP32 running demo jobs (KEEP=1: stay up)"
 	@echo "make test       the whole test suite (lint, ESP32 API check, host and MicroPython tests)"
 	@echo "make setup      virtualenv, pinned tools, mosquitto, MicroPython dependencies"
 	@echo "make build      compile every device module to .mpy under build/mpy"
@@ -70,7 +70,7 @@ build: $(VENV)/.requirements build/deps/.fetched
 	$(PYTHON) -m tools.build
 
 run: setup
-	$(PYTHON) -m tools.run $(RUN_ARGS)
+	$(PYTHON) -m tools.run $(if $(KEEP),--keep) $(RUN_ARGS)
 
 clean:
 	rm -rf build/mpy build/firmware

@@ -79,7 +79,9 @@ class SimDevice:
         return command + [str(ROOT / "firmware" / "main.py")]
 
     def env(self) -> dict:
-        return dict(os.environ, MICROPYPATH=micropypath(), JOBS_BOARD_STATE=str(self.root))
+        # the device's root folder comes first, as '' (the cwd, "/") does on the ESP32
+        path = f"{self.root}:{micropypath()}"
+        return dict(os.environ, MICROPYPATH=path, JOBS_BOARD_STATE=str(self.root))
 
     def start(self) -> "SimDevice":
         """Power on: boot now, and again after every reset, until kill() or stop()."""
