@@ -254,5 +254,23 @@ def test_rejected_start_next_pauses_instead_of_looping():
     rig.until(lambda: rig.service.status("p") == "SUCCEEDED", steps=3000)
 
 
+def test_notifications_before_answers_change_nothing():
+    rig = Rig()
+    rig.service.notify_first = True
+    for i in range(4):
+        rig.service.create("o-" + str(i), {"operation": "test.steps", "n": 2})
+    rig.until(lambda: rig.engine.jobs_ok == 4)
+    assert [u[0] for u in rig.service.updates if u[1] != "IN_PROGRESS"] == ["o-0", "o-1", "o-2", "o-3"]
+    assert rig.engine.canceled == 0
+
+
+def test_query_next_first_peeks_before_claiming():
+    rig = Rig(query_next_first=True)
+    rig.settle(3)
+    assert rig.service.requests == 1  # only the $next describe: nothing to claim
+    rig.create("peek", {"operation": "test.echo", "value": 3})
+    rig.until(lambda: rig.service.status("peek") == "SUCCEEDED")
+
+
 def test_ops_is_the_contracts():
     assert ops.find("test.echo").name == "test.echo"
