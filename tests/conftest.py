@@ -142,6 +142,17 @@ class _Resources:
             "MPTEST_MPY": ":".join(str(out / name) for name in ("lib", "deps", "helpers")),
         }
 
+    def _start_fileserver(self) -> dict:
+        from tests.host.fileserver import FileServer
+
+        server = FileServer(self.folder() / "fileserver").start()
+        self._stops.append(server.stop)
+        return {
+            "MPTEST_FILES_PORT": str(server.port),
+            "MPTEST_FILES_DIR": str(server.files),
+            "MPTEST_FILES_CA": str(server.ca_der),
+        }
+
     def stop(self):
         for stop in reversed(self._stops):
             stop()

@@ -14,6 +14,7 @@ _STR = "str"
 _INT = "int"
 _BOOL = "bool"
 _REQUIRED = None
+_OPTIONAL = ()  # absent from the loaded config unless config.json sets it
 
 # (key, type, default, lo, hi, remotely settable). For str, lo/hi bound the length.
 SCHEMA = (
@@ -41,6 +42,14 @@ SCHEMA = (
     ("step_timeout_min", _INT, 0, 0, 10080, True),
     ("telemetry_interval_s", _INT, 60, 0, 86400, True),
     ("query_next_first", _BOOL, False, 0, 1, True),
+    # read by operations and boards (docs/operations.md); absent unless set
+    ("https_ca", _STR, _OPTIONAL, 1, 128, False),
+    ("https_timeout_ms", _INT, _OPTIONAL, 500, 120000, True),
+    ("ntp_host", _STR, _OPTIONAL, 1, 253, False),
+    ("board_state_dir", _STR, _OPTIONAL, 1, 128, False),
+    ("board_ota", _BOOL, _OPTIONAL, 0, 1, False),
+    ("board_ota_slot_size", _INT, _OPTIONAL, 4096, 16777216, False),
+    ("board_firmware_version", _STR, _OPTIONAL, 1, 32, False),
 )
 
 
@@ -99,7 +108,8 @@ def validate(raw):
         if key not in raw:
             if default is _REQUIRED:
                 raise ConfigError("config key '" + key + "': missing (required)")
-            cfg[key] = default
+            if default is not _OPTIONAL:
+                cfg[key] = default
             continue
         reason = _check(entry, raw[key])
         if reason:

@@ -15,7 +15,7 @@ import sys
 import time
 
 from jobs import client as C
-from jobs import ops  # pyright: ignore[reportAttributeAccessIssue] until the ops branch is merged
+from jobs import ops
 from jobs.mqtt import LinkDown
 
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")

@@ -28,6 +28,16 @@ def test_defaults_are_filled_in():
     assert cfg["thing_name"] == "thing-1"
 
 
+def test_keys_read_by_operations_and_boards_are_optional():
+    _write(GOOD)
+    cfg = config.load(PATH)
+    assert "board_state_dir" not in cfg and "https_ca" not in cfg
+    _write(dict(GOOD, board_state_dir="/tmp/x", https_ca="ca2.der", board_ota=False))
+    cfg = config.load(PATH)
+    assert cfg["board_state_dir"] == "/tmp/x" and cfg["https_ca"] == "ca2.der" and cfg["board_ota"] is False
+    assert "'board_ota_slot_size'" in _error(dict(GOOD, board_ota_slot_size=1))
+
+
 def test_every_error_names_the_key():
     assert "'thing_name': missing" in _error({"endpoint": "x"})
     assert "'port': must be an integer 1..65535" in _error(dict(GOOD, port="8883"))

@@ -1,0 +1,246 @@
+# jobs.ops: operation registry, parameter schemas, AWS document forms. MIT licence.
+"""Operations a job document may name, and the checks run before any of them moves anything.
+
+    from jobs import ops
+    doc = ops.normalize(doc)               # AWS Device Client forms -> {"operation": ...}
+    op, reason = ops.validate(doc)         # reason -> REJECTED, never run
+    details = op.run(job)                  # dict -> SUCCEEDED; ops.Failed(reason) -> FAILED
+
+Built-in operations live in sibling modules imported on first use (`find`), so a device pays
+in RAM only for the handlers its jobs name. A user handler is an `Op` subclass registered with
+`ops.register(MyOp())` (see jobs/ops/custom_example.py and docs/operations.md).
+"""
+
+# parameter kinds
+PIN = "pin"  # board alias (str) or GPIO number (int); checked against the board's allowlist
+INT = "int"  # lo/hi bound the value
+STR = "str"  # lo/hi bound the length
+BOOL = "bool"
+URL = "url"  # https:// only; hi bounds the length
+SHA256 = "sha256"  # 64 hex digits
+LIST = "list"  # lo/hi bound the count
+DICT = "dict"  # lo/hi bound the number of keys
+ANY = "any"
+
+_MAX_URL = 2048
+_MAX_STR = 1024
+
+
+class Failed(Exception):
+    """The handler failed; args[0] is the reason for statusDetails.reason."""
+
+
+class Canceled(Exception):
+    """The handler stopped because job.progress() returned False."""
+
+
+class Param:
+    """One top-level key of a job document: its kind, bounds, and whether it may be absent."""
+
+    def __init__(self, name, kind, lo=None, hi=None, optional=False):
+        self.name = name
+        self.kind = kind
+        self.lo = lo
+        self.hi = hi
+        self.optional = optional
+
+    def check(self, value, board):
+        """None when `value` fits, else the problem (str)."""
+        kind = self.kind
+        if kind == PIN:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                return "alias or GPIO number expected"
+            try:
+                _resolve_pin(board, value)
+            except ValueError as error:
+                reason = str(error.args[0]) if error.args else "not allowed"
+                return reason[5:] if reason.startswith("pin: ") else reason
+            return None
+        if kind == INT:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return "integer expected"
+            return _bounds(value, self.lo, self.hi, "")
+        if kind == BOOL:
+            return None if isinstance(value, bool) else "true or false expected"
+        if kind in (STR, URL, SHA256):
+            if not isinstance(value, str):
+                return "string expected"
+            if kind == SHA256:
+                return None if _is_sha256(value) else "64 hex digits expected"
+            if kind == URL:
+                if not value.startswith("https://") or len(value) <= 8:
+                    return "https:// URL expected"
+                return _bounds(len(value), None, self.hi or _MAX_URL, " characters")
+            return _bounds(len(value), self.lo, self.hi or _MAX_STR, " characters")
+        if kind == LIST:
+            if not isinstance(value, list):
+                return "list expected"
+            return _bounds(len(value), self.lo, self.hi, " items")
+        if kind == DICT:
+            if not isinstance(value, dict):
+                return "object expected"
+            return _bounds(len(value), self.lo, self.hi, " keys")
+        return None
+
+
+def _bounds(n, lo, hi, unit):
+    if lo is not None and n < lo:
+        return "at least " + str(lo) + unit
+    if hi is not None and n > hi:
+        return "at most " + str(hi) + unit
+    return None
+
+
+def _is_sha256(s):
+    if len(s) != 64:
+        return False
+    for c in s:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
+def _resolve_pin(board, ref):
+    """(number, direction, safe_level, alias) from the board (instance or the `board` module's class)."""
+    if board is None:
+        import board as board_module  # the deployed board's module; its pin table is class data
+
+        board = board_module.Board
+    return board.resolve(ref)
+
+
+class Op:
+    """Base of every operation. Subclasses set `name`, `params` and define `run(job)`.
+
+    `check(doc, board)` may add checks beyond the parameter schema (return a reason or None).
+    `resume(job)`, when defined, is called after a reset in one of the op's journal phases.
+    """
+
+    name = ""
+    params = ()
+
+    def check(self, doc, board):
+        return None
+
+    def run(self, job):
+        raise Failed("not implemented")
+
+
+_registry = {}
+# built-in operation -> module under jobs.ops, imported on first use
+_BUILTIN = {
+    "gpio.write": "gpio",
+    "gpio.pulse": "gpio",
+    "gpio.read": "gpio",
+    "system.reboot": "system",
+    "config.set": "system",
+    "diag.echo": "system",
+    "ota.firmware": "firmware",
+    "ota.files": "files",
+    "file.download": "download",
+}
+
+
+def register(op):
+    """Make `op` (an Op instance) answer documents whose "operation" is op.name; returns op."""
+    if not op.name or not isinstance(op.name, str):
+        raise ValueError("an operation needs a name")
+    _registry[op.name] = op
+    return op
+
+
+def find(name):
+    """The Op registered under `name`, importing its built-in module if needed; else None."""
+    op = _registry.get(name)
+    if op is None and name in _BUILTIN:
+        __import__("jobs.ops." + _BUILTIN[name])
+        op = _registry.get(name)
+    return op
+
+
+def names():
+    """Every operation name known now (registered or built in), sorted."""
+    found = set(_registry)
+    for name in _BUILTIN:
+        found.add(name)
+    return sorted(found)
+
+
+def normalize(doc):
+    """AWS IoT Device Client document forms mapped onto our operations; other docs unchanged."""
+    return _convert(doc)[0]
+
+
+def validate(doc, board=None):
+    """(op, None) when `doc` may run, else (None, reason). `board`: a Board, or the deployed one."""
+    if not isinstance(doc, dict):
+        return None, "document is not a JSON object"
+    doc, reason = _convert(doc)
+    if reason:
+        return None, reason
+    name = doc.get("operation")
+    if not isinstance(name, str) or not name:
+        return None, "operation missing"
+    op = find(name)
+    if op is None:
+        return None, "unsupported operation " + name[:64]
+    declared = {"operation": True}
+    for param in op.params:
+        declared[param.name] = True
+        if param.name not in doc:
+            if param.optional:
+                continue
+            return None, param.name + ": required"
+        problem = param.check(doc[param.name], board)
+        if problem:
+            return None, param.name + ": " + problem
+    for key in doc:
+        if key not in declared:
+            return None, "unknown parameter " + str(key)[:64]
+    reason = op.check(doc, board)
+    if reason:
+        return None, reason
+    return op, None
+
+
+def _convert(doc):
+    """(doc in our form, None) or (doc, "unsupported handler <name>")."""
+    if not isinstance(doc, dict):
+        return doc, None
+    if "steps" in doc and "operation" not in doc:
+        # {"version": "1.0", "steps": [{"action": {"type": "runHandler", "input": {...}}}]}
+        steps = doc.get("steps")
+        if not isinstance(steps, list) or len(steps) != 1 or "finalStep" in doc:
+            return doc, "unsupported steps: exactly one step is supported"
+        action = steps[0].get("action") if isinstance(steps[0], dict) else None
+        if not isinstance(action, dict):
+            return doc, "unsupported steps: step without an action"
+        kind = action.get("type")
+        inputs = action.get("input")
+        if kind != "runHandler" or not isinstance(inputs, dict):
+            return doc, "unsupported handler " + str(kind)[:64]
+        return _handler(inputs.get("handler"), inputs.get("args"))
+    name = doc.get("operation")
+    if isinstance(name, str) and ("args" in doc or name.endswith(".sh")):
+        # the Device Client's old form: {"operation": "reboot.sh", "args": [...]}
+        return _handler(name, doc.get("args"))
+    return doc, None
+
+
+def _handler(name, args):
+    name = str(name)[:64]
+    if args is None:
+        args = []
+    if not isinstance(args, list):
+        return {"operation": name}, "args: list expected"
+    if name == "reboot.sh":
+        return {"operation": "system.reboot"}, None
+    if name == "download-file.sh":
+        # args [downloadUrl, filePath] (+ our optional third: the file's sha256)
+        if len(args) < 2:
+            return {"operation": "file.download"}, "args: [downloadUrl, filePath] expected"
+        out = {"operation": "file.download", "url": args[0], "path": args[1]}
+        if len(args) > 2:
+            out["sha256"] = args[2]
+        return out, None
+    return {"operation": name}, "unsupported handler " + name

@@ -1,0 +1,81 @@
+# jobs.ops.system: system.reboot, config.set, diag.echo. MIT licence.
+"""Device-level operations.
+
+system.reboot: journal, IN_PROGRESS {"step": "rebooting"} via job.reboot(), reset; after the
+boot, resume() reports SUCCEEDED with the reset reason.
+config.set: {"values": {...}} through jobs.config.apply_remote (only remotely settable keys,
+validated, written atomically).
+diag.echo: {"message": "..."} echoed (bounded) with heap, uptime, reset cause and versions.
+"""
+
+import gc
+
+from jobs import ops
+from micropython import const
+
+_PHASE_REBOOT = "reboot"
+MAX_ECHO = const(256)
+MAX_VALUES = const(16)
+
+
+class Reboot(ops.Op):
+    name = "system.reboot"
+    params = ()
+
+    def run(self, job):
+        job.checkpoint(_PHASE_REBOOT, {})
+        job.reboot({"step": "rebooting"})
+        raise ops.Failed("reset did not happen")  # job.reboot never returns on a real board
+
+    def resume(self, job):
+        return {"step": "rebooted", "resetReason": job.board.reset_reason()}
+
+
+class ConfigSet(ops.Op):
+    name = "config.set"
+    params = (ops.Param("values", ops.DICT, lo=1, hi=MAX_VALUES),)
+
+    def run(self, job):
+        # jobs/config.py comes from the engine branch
+        from jobs import config  # pyright: ignore[reportAttributeAccessIssue]
+
+        path = job.board.root.rstrip("/") + "/config.json"
+        try:
+            config.apply_remote(job.config, job.doc["values"], path)
+        except ValueError as error:
+            raise ops.Failed(str(error.args[0]) if error.args else "invalid value")
+        return {"applied": ",".join(sorted(job.doc["values"]))[:1024]}
+
+
+def app_version(root):
+    """Version of the application files (ota.files), or "none"."""
+    from jobs.ops import appstore
+
+    return appstore.version(root)
+
+
+class Echo(ops.Op):
+    name = "diag.echo"
+    params = (ops.Param("message", ops.STR, hi=MAX_ECHO, optional=True),)
+
+    def run(self, job):
+        board = job.board
+        gc.collect()
+        details = {
+            "heapFree": str(gc.mem_free()),
+            "uptime": str(board.uptime()),
+            "resetReason": board.reset_reason(),
+            "firmware": board.firmware_version(),
+            "app": app_version(board.root),
+            "board": board.name,
+        }
+        message = job.doc.get("message")
+        if message:
+            # statusDetails values may not hold control characters
+            details["echo"] = "".join(c if c >= " " else " " for c in message)
+        return details
+
+
+ops.register(Reboot())
+ops.register(ConfigSet())
+ops.register(Echo())

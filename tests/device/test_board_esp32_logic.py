@@ -1,0 +1,246 @@
+# The ESP32 boards' logic (boards/esp32/espboard.py) with the port's machine/esp32/network/ntptime
+# modules replaced by recorders: no ESP32 is attached here, this checks the logic, not the chip.
+import sys
+import time
+
+from mptest import raises
+
+calls = []
+
+
+class _Pin:
+    OUT, IN = 3, 1
+
+    def __init__(self, number, mode=-1, value=None):
+        calls.append(("Pin", number, mode, value))
+
+
+class machine:
+    PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+    Pin = _Pin
+    cause = 1
+
+    @staticmethod
+    def reset_cause():
+        return machine.cause
+
+    @staticmethod
+    def reset():
+        calls.append(("reset",))
+        raise SystemExit("machine.reset")
+
+    @staticmethod
+    def WDT(timeout):
+        return ("WDT", timeout)
+
+
+class _NVS:
+    store = {}
+
+    def __init__(self, namespace):
+        self.ns = namespace
+
+    def set_blob(self, key, value):
+        _NVS.store[(self.ns, key)] = bytes(value)
+
+    def get_blob(self, key, buf):
+        if (self.ns, key) not in _NVS.store:
+            raise OSError(-4354)  # ESP_ERR_NVS_NOT_FOUND
+        value = _NVS.store[(self.ns, key)]
+        buf[: len(value)] = value
+        return len(value)
+
+    def erase_key(self, key):
+        del _NVS.store[(self.ns, key)]
+
+    def commit(self):
+        pass
+
+
+class _Partition:
+    RUNNING = 0
+    running = "ota_0"
+    has_ota = True
+
+    def __init__(self, id):
+        self.label = _Partition.running
+
+    def info(self):
+        return (0, 16, 0, 0x180000, self.label, False)
+
+    def get_next_update(self):
+        if not _Partition.has_ota:
+            raise OSError(-261)
+        nxt = _Partition("x")
+        nxt.label = "ota_1" if self.label == "ota_0" else "ota_0"
+        return nxt
+
+    @classmethod
+    def mark_app_valid_cancel_rollback(cls):
+        calls.append(("mark_valid",))
+
+
+class esp32:
+    NVS = _NVS
+    Partition = _Partition
+
+
+class _WLAN:
+    connected = False
+
+    def __init__(self, iface):
+        pass
+
+    def active(self, on=None):
+        return True
+
+    def isconnected(self):
+        return _WLAN.connected
+
+    def connect(self, ssid, password):
+        calls.append(("connect", ssid, password))
+
+    def status(self):
+        return 201  # STAT_NO_AP_FOUND
+
+
+class network:
+    STA_IF = 0
+    WLAN = _WLAN
+
+
+class ntptime:
+    host = ""
+    answers = True
+
+    @staticmethod
+    def settime():
+        if not ntptime.answers:
+            raise OSError(110)
+        calls.append(("ntp", ntptime.host))
+
+
+def _espboard():
+    for name, module in (("machine", machine), ("esp32", esp32), ("network", network), ("ntptime", ntptime)):
+        sys.modules[name] = module
+    root = __file__.rsplit("/", 3)[0]
+    if root + "/boards/esp32" not in sys.path:
+        sys.path.append(root + "/boards/esp32")
+    sys.modules.pop("espboard", None)
+    import espboard
+    from jobs.ops.pins import PinTable
+
+    class Board(espboard.EspBoard):
+        table = PinTable({"LED": (4, "out", 0), "BUTTON": (34, "in", 0)}, {6: "flash"})
+        pins = table.pins
+
+    return espboard, Board
+
+
+def _cleanup():
+    for name in ("machine", "esp32", "network", "ntptime", "espboard"):
+        sys.modules.pop(name, None)
+
+
+def test_outputs_are_driven_to_their_safe_level_at_boot():
+    try:
+        espboard, Board = _espboard()
+        calls.clear()
+        Board({})
+        assert calls == [("Pin", 4, _Pin.OUT, 0)]
+    finally:
+        _cleanup()
+
+
+def test_reset_reason_is_recorded_in_nvs_and_read_once():
+    try:
+        espboard, Board = _espboard()
+        b = Board({})
+        assert b.reset_reason() == "power on"
+        with raises(SystemExit):
+            b.reset("job 42")
+        assert _NVS.store[("jobs", "reset")] == b"job 42"
+        espboard._recorded = None  # the next boot
+        assert Board({}).reset_reason() == "job 42"
+        assert ("jobs", "reset") not in _NVS.store
+        espboard._recorded = None
+        machine.cause = machine.WDT_RESET
+        assert Board({}).reset_reason() == "watchdog"
+    finally:
+        machine.cause = 1
+        _cleanup()
+
+
+def test_ota_pending_until_mark_valid_and_rollback_detected():
+    import os
+
+    try:
+        espboard, Board = _espboard()
+        espboard._OTA_FILE = "/tmp/mptest-esp-ota.json"
+        try:
+            os.remove(espboard._OTA_FILE)
+        except OSError:
+            pass
+        b = Board({})
+        assert b.boot_state() == "VALID" and b.firmware_version().startswith("micropython-")
+        assert b.ota().info()[4] == "ota_1"
+        b.record_version("ota_1", "2.0.0")
+        _Partition.running = "ota_1"  # the bootloader ran the new image
+        b = Board({})
+        assert (b.boot_state(), b.firmware_version()) == ("PENDING_VERIFY", "2.0.0")
+        b.mark_valid()
+        assert ("mark_valid",) in calls and b.boot_state() == "VALID"
+        b.record_version("ota_0", "3.0.0")
+        b = Board({})  # the bootloader rolled back: still ota_1
+        assert (b.boot_state(), b.firmware_version()) == ("VALID", "2.0.0")
+        _Partition.has_ota = False
+        assert b.ota() is None
+    finally:
+        _Partition.running = "ota_0"
+        _Partition.has_ota = True
+        _cleanup()
+
+
+def test_network_times_out_with_the_status_and_ntp_runs_before_returning():
+    try:
+        espboard, Board = _espboard()
+        b = Board({"wifi_ssid": "lab", "wifi_password": "pw", "ntp_host": "ntp.lab"})
+        t0 = time.ticks_ms()
+        with raises(OSError) as caught:
+            b.connect_network(300)
+        assert "Wi-Fi: no connection within 300 ms, status 201" in caught.value.args[0]
+        assert time.ticks_diff(time.ticks_ms(), t0) >= 300
+        assert ("connect", "lab", "pw") in calls
+        _WLAN.connected = True
+        calls.clear()
+        assert b.connect_network(300) is True
+        assert calls == [("ntp", "ntp.lab")]
+        ntptime.answers = False
+        with raises(OSError) as caught:
+            b.connect_network(300)
+        assert caught.value.args[0] == "time sync: no answer from ntp.lab"
+    finally:
+        _WLAN.connected = False
+        ntptime.answers = True
+        _cleanup()
+
+
+def test_time_is_converted_from_the_2000_epoch():
+    try:
+        espboard, Board = _espboard()
+        b = Board({})
+        assert abs(b.time() - int(time.time())) <= 1  # the Unix port's clock is already 1970-based
+
+        class Clock2000:  # the ESP32's: seconds since 2000-01-01
+            @staticmethod
+            def time():
+                return 10
+
+            @staticmethod
+            def gmtime(t):
+                return (2000, 1, 1, 0, 0, 0, 5, 1)
+
+        espboard.time = Clock2000
+        assert b.time() == 946684810
+    finally:
+        _cleanup()

@@ -1,0 +1,142 @@
+"""Real resets: the unix board's reset ends the MicroPython process (status 75) and the next
+process is the next boot. Reboot, OTA resume after a reset mid-download, OTA rollback."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_micropython
+from tests.host.fileserver import FileServer
+
+DRIVER = ROOT / "tests" / "device" / "otadrive.py"
+RESET = 75
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    served = FileServer(tmp_path_factory.mktemp("fileserver")).start()
+    yield served
+    served.stop()
+
+
+def image(server: FileServer, name: str, size: int) -> str:
+    block = bytes((i * 31 + size) & 0xFF for i in range(4096))
+    data = bytearray()
+    while len(data) < size:
+        data += block
+    data = bytes([0xE9]) + bytes(data[1:size])
+    (server.files / name).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+class Device:
+    """The simulated device's state folder and its boots."""
+
+    def __init__(self, folder: Path, config: dict):
+        self.state = folder / "state"
+        self.state.mkdir()
+        self.doc = folder / "doc.json"
+        self.config = folder / "config.json"
+        self.config.write_text(json.dumps(config))
+
+    def boot(self, doc=None, heapsize=None, **env):
+        if doc is not None:
+            self.doc.write_text(json.dumps(doc))
+        args = [str(DRIVER), str(self.state), str(self.doc), str(self.config)]
+        proc = run_micropython(args, env={k: str(v) for k, v in env.items()}, heapsize=heapsize, timeout=60)
+        assert proc.returncode in (0, RESET), proc.stdout + proc.stderr
+        return proc.returncode
+
+    def result(self) -> dict:
+        return json.loads((self.state / "result.json").read_text())
+
+    def otadata(self) -> dict:
+        return json.loads((self.state / "board" / "otadata.json").read_text())
+
+
+def ota_config(server: FileServer) -> dict:
+    return {"https_ca": str(server.ca_der), "https_timeout_ms": 5000}
+
+
+def ota_doc(server: FileServer, name: str, sha: str, size: int, version: str = "2.0.0") -> dict:
+    url = f"https://localhost:{server.port}/{name}"
+    return {"operation": "ota.firmware", "url": url, "sha256": sha, "size": size, "version": version}
+
+
+def test_reboot_is_a_process_exit_and_the_next_boot_reports_the_reason(tmp_path):
+    device = Device(tmp_path, {})
+    assert device.boot({"operation": "system.reboot"}) == RESET
+    assert not (device.state / "result.json").exists()
+    assert device.boot() == 0
+    result = device.result()
+    assert result["status"] == "SUCCEEDED"
+    assert result["details"] == {"step": "rebooted", "resetReason": "job job-1"}
+
+
+def test_aws_reboot_template_reboots_too(tmp_path):
+    device = Device(tmp_path, {})
+    doc = {
+        "version": "1.0",
+        "steps": [{"action": {"name": "Reboot", "type": "runHandler", "input": {"handler": "reboot.sh"}}}],
+    }
+    assert device.boot(doc) == RESET
+    assert device.boot() == 0
+    assert device.result()["status"] == "SUCCEEDED"
+
+
+def test_reset_mid_download_resumes_and_fetches_less_than_the_image(tmp_path, server):
+    size = 1536 * 1024
+    sha = image(server, "resume.bin", size)
+    device = Device(tmp_path, ota_config(server))
+    # checkpoints at 0, 64K, ... : the 13th journals 768 KiB, then the board resets
+    assert device.boot(ota_doc(server, "resume.bin", sha, size), DRIVE_RESET_AT=13) == RESET
+    before = len(server.requests())
+    assert device.boot() == RESET  # resumed, verified, set_boot, reset into the new image
+    after = [r for r in server.requests()[before:] if r["target"] == "/resume.bin"]
+    fetched_after_reset = sum(r["sent"] for r in after)
+    assert after[0]["start"] == 768 * 1024
+    assert fetched_after_reset < size
+    assert fetched_after_reset == size - 768 * 1024
+    assert device.otadata()["boot"] == "ota_1"
+    assert device.boot() == 0
+    result = device.result()
+    assert result["status"] == "SUCCEEDED", result
+    assert result["details"] == {"version": "2.0.0", "previous": "1.0.0"}
+    assert device.otadata()["slots"]["ota_1"]["state"] == "VALID"
+    slot = (device.state / "board" / "ota_1.bin").read_bytes()[:size]
+    assert hashlib.sha256(slot).hexdigest() == sha
+
+
+def test_reset_before_mark_valid_rolls_back_and_the_old_image_reports_failed(tmp_path, server):
+    size = 256 * 1024
+    sha = image(server, "rollback.bin", size)
+    device = Device(tmp_path, ota_config(server))
+    assert device.boot(ota_doc(server, "rollback.bin", sha, size)) == RESET
+    assert device.boot(DRIVE_CRASH=1) == RESET  # the new image dies before its self-test
+    assert device.otadata()["slots"]["ota_1"]["state"] == "PENDING_VERIFY"
+    assert device.boot() == 0  # the boot selection finds it still pending: ABORTED, previous slot
+    assert device.otadata()["slots"]["ota_1"]["state"] == "ABORTED"
+    assert device.result()["status"] == "FAILED"
+    assert device.result()["details"] == {"reason": "rolled back"}
+    assert device.otadata()["running"] == "ota_0"
+
+
+def test_a_corrupted_image_is_never_booted(tmp_path, server):
+    size = 128 * 1024
+    image(server, "corrupt.bin", size)
+    device = Device(tmp_path, ota_config(server))
+    assert device.boot(ota_doc(server, "corrupt.bin", "ab" * 32, size)) == 0
+    assert device.result()["details"]["reason"].startswith("sha256 mismatch")
+    assert device.boot({"operation": "diag.echo"}) == 0
+    assert device.result()["details"]["firmware"] == "1.0.0"
+    assert device.otadata()["boot"] == "ota_0"
+
+
+def test_unix_board_state_folder_from_the_environment(tmp_path):
+    code = "import board; b = board.Board({}); b.pin('LED').value(1); print(b.root)"
+    proc = run_micropython(["-c", code], env={"JOBS_BOARD_STATE": str(tmp_path / "dev")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "dev")
+    assert (tmp_path / "dev" / "board" / "pins.log").read_text() == "LED 4 0 1\n"
