@@ -42,6 +42,7 @@ SCHEMA = (
     ("step_timeout_min", _INT, 0, 0, 10080, True),
     ("telemetry_interval_s", _INT, 60, 0, 86400, True),
     ("query_next_first", _BOOL, False, 0, 1, True),
+    ("watchdog_ms", _INT, 0, 0, 3600000, False),
     # read by operations and boards (docs/operations.md); absent unless set
     ("https_ca", _STR, _OPTIONAL, 1, 128, False),
     ("https_timeout_ms", _INT, _OPTIONAL, 500, 120000, True),
@@ -90,6 +91,10 @@ def _cross_check(cfg):
         return "max_document", "must not exceed buffer_size (" + str(cfg["buffer_size"]) + ")"
     if cfg["reconnect_max_ms"] < cfg["reconnect_min_ms"]:
         return "reconnect_max_ms", "must not be below reconnect_min_ms"
+    # one connect + four SUBSCRIBE acks + one request may pass between two feeds
+    least = cfg["connect_timeout_ms"] + 5 * cfg["request_timeout_ms"]
+    if cfg["watchdog_ms"] and cfg["watchdog_ms"] < least:
+        return "watchdog_ms", "must be 0 or at least connect_timeout_ms + 5 x request_timeout_ms (" + str(least) + ")"
     if not _thing_name_ok(cfg["thing_name"]):
         return "thing_name", "may hold only letters, digits, ':', '_' and '-'"
     return None

@@ -48,6 +48,7 @@ def test_every_error_names_the_key():
         dict(GOOD, buffer_size=4096, max_document=8192)
     )
     assert "'thing_name'" in _error(dict(GOOD, thing_name="bad name"))
+    assert "'watchdog_ms': must be 0 or at least" in _error(dict(GOOD, watchdog_ms=5000))
     assert "not valid JSON" in _error("{nope")
     assert "must be a JSON object" in _error("[1]")
     os.remove(PATH)

@@ -272,5 +272,23 @@ def test_query_next_first_peeks_before_claiming():
     rig.until(lambda: rig.service.status("peek") == "SUCCEEDED")
 
 
+def test_the_loop_and_progress_feed_the_watchdog():
+    rig = Rig()
+
+    class Dog:
+        fed = 0
+
+        def feed(self):
+            Dog.fed += 1
+
+    rig.engine.wdt = Dog()
+    rig.settle(3)
+    assert Dog.fed >= 3
+    fed = Dog.fed
+    rig.create("wd", {"operation": "test.steps", "n": 5})
+    rig.until(lambda: rig.service.status("wd") == "SUCCEEDED")
+    assert Dog.fed >= fed + 5
+
+
 def test_ops_is_the_contracts():
     assert ops.find("test.echo").name == "test.echo"
