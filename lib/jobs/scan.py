@@ -194,6 +194,8 @@ class Scanner:
         """Scan the next chunk[:n]. Never raises for bad input: `end` reports it."""
         if n < 0:
             n = len(chunk)
+        elif n > len(chunk):
+            raise ValueError("n is beyond the end of the chunk")
         if self._error is None:
             try:
                 self._run(chunk, 0, n)
