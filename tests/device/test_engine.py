@@ -2,7 +2,8 @@
 # The engine on the in-process fake Jobs service: happy path, bad documents, handler failures,
 # duplicates, cancellation, VersionMismatch, retries, reset recovery from each journal state.
 import enginerig as R
-from enginerig import HOOK, RUNS, Reset, Rig, ops
+from enginerig import HOOK, RUNS, Reset, Rig
+from jobs import ops
 
 
 def test_happy_path_claims_runs_and_reports_succeeded():
