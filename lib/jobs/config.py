@@ -14,6 +14,7 @@ _STR = "str"
 _INT = "int"
 _BOOL = "bool"
 _REQUIRED = None
+_OPTIONAL = ()  # absent from the loaded config unless config.json sets it
 
 # (key, type, default, lo, hi, remotely settable). For str, lo/hi bound the length.
 SCHEMA = (
@@ -41,13 +42,16 @@ SCHEMA = (
     ("step_timeout_min", _INT, 0, 0, 10080, True),
     ("telemetry_interval_s", _INT, 60, 0, 86400, True),
     ("query_next_first", _BOOL, False, 0, 1, True),
-    ("https_ca", _STR, "", 0, 128, False),
-    ("https_timeout_ms", _INT, 10000, 500, 120000, True),
-    ("ntp_host", _STR, "pool.ntp.org", 1, 253, False),
+    ("watchdog_ms", _INT, 0, 0, 3600000, False),
+    # read by operations and boards (docs/operations.md); absent unless set
+    ("https_ca", _STR, _OPTIONAL, 1, 128, False),
+    ("https_timeout_ms", _INT, _OPTIONAL, 500, 120000, True),
+    ("ntp_host", _STR, _OPTIONAL, 1, 253, False),
+    ("board_state_dir", _STR, _OPTIONAL, 1, 128, False),
+    ("board_ota", _BOOL, _OPTIONAL, 0, 1, False),
+    ("board_ota_slot_size", _INT, _OPTIONAL, 4096, 16777216, False),
+    ("board_firmware_version", _STR, _OPTIONAL, 1, 32, False),
 )
-# Keys that start with this belong to the board (e.g. the unix board's state folder); the
-# board checks them.
-_BOARD_PREFIX = "board_"
 
 
 class ConfigError(ValueError):
@@ -87,6 +91,10 @@ def _cross_check(cfg):
         return "max_document", "must not exceed buffer_size (" + str(cfg["buffer_size"]) + ")"
     if cfg["reconnect_max_ms"] < cfg["reconnect_min_ms"]:
         return "reconnect_max_ms", "must not be below reconnect_min_ms"
+    # one connect + four SUBSCRIBE acks + one request may pass between two feeds
+    least = cfg["connect_timeout_ms"] + 5 * cfg["request_timeout_ms"]
+    if cfg["watchdog_ms"] and cfg["watchdog_ms"] < least:
+        return "watchdog_ms", "must be 0 or at least connect_timeout_ms + 5 x request_timeout_ms (" + str(least) + ")"
     if not _thing_name_ok(cfg["thing_name"]):
         return "thing_name", "may hold only letters, digits, ':', '_' and '-'"
     return None
@@ -96,18 +104,17 @@ def validate(raw):
     """A full config dict from the decoded `raw` dict; ConfigError naming the bad key."""
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a JSON object")
-    cfg = {}
     for key in raw:
         if _entry(key) is None:
-            if not (isinstance(key, str) and key.startswith(_BOARD_PREFIX)):
-                raise ConfigError("config key '" + str(key) + "': unknown key")
-            cfg[key] = raw[key]
+            raise ConfigError("config key '" + str(key) + "': unknown key")
+    cfg = {}
     for entry in SCHEMA:
         key, default = entry[0], entry[2]
         if key not in raw:
             if default is _REQUIRED:
                 raise ConfigError("config key '" + key + "': missing (required)")
-            cfg[key] = default
+            if default is not _OPTIONAL:
+                cfg[key] = default
             continue
         reason = _check(entry, raw[key])
         if reason:

@@ -15,7 +15,7 @@ import sys
 import time
 
 from jobs import client as C
-from jobs import ops  # pyright: ignore[reportAttributeAccessIssue] until the ops branch is merged
+from jobs import ops
 from jobs.mqtt import LinkDown
 
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")
@@ -455,6 +455,13 @@ def build(cfg, board, log=print):
 
 
 def run_forever(cfg, board, log=print):
-    """The device entry point: network up, then claim and run jobs for ever."""
+    """The device entry point: network up, then claim and run jobs for ever.
+
+    With `watchdog_ms` set, the board's watchdog is started and fed by the loop, by waits
+    and by job.progress(): a hung loop or a handler silent for that long resets the board.
+    """
     board.connect_network(30000)
-    build(cfg, board, log).run_forever()
+    eng = build(cfg, board, log)
+    if cfg["watchdog_ms"]:
+        eng.wdt = board.watchdog(cfg["watchdog_ms"])
+    eng.run_forever()

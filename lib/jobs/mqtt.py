@@ -103,14 +103,15 @@ class MQTT(MQTTClient):
 
     # -- low-level I/O with deadlines -----------------------------------------------------
 
-    def _write(self, data, n=-1):
+    def _write(self, data, n=-1, deadline=None):
         if self.sock is None:
             raise LinkDown("not connected")
         mv = memoryview(data)
         if n < 0:
             n = len(mv)
         off = 0
-        deadline = time.ticks_add(time.ticks_ms(), self.io_timeout_ms)
+        if deadline is None:
+            deadline = time.ticks_add(time.ticks_ms(), self.io_timeout_ms)
         while off < n:
             w = self.sock.write(mv[off:n])
             if w:
@@ -310,7 +311,7 @@ class MQTT(MQTTClient):
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         try:
-            self._send_connect(clean_session)
+            self._send_connect(clean_session, deadline)
             self._connack = -1
             self.last_rx = self.last_ping = time.ticks_ms()
             while self._connack < 0:
@@ -327,7 +328,7 @@ class MQTT(MQTTClient):
         self.connects += 1
         return self._session
 
-    def _send_connect(self, clean_session):
+    def _send_connect(self, clean_session, deadline):
         cid = self.client_id
         if isinstance(cid, str):
             cid = cid.encode()
@@ -340,7 +341,7 @@ class MQTT(MQTTClient):
         tx[i + 8] = ka >> 8
         tx[i + 9] = ka & 0xFF
         i = self._put_str(i + 10, cid)
-        self._write(self._txmv, i)
+        self._write(self._txmv, i, deadline)  # drives the TLS handshake too
 
     def _put_len(self, i, n):
         """Remaining Length (variable byte integer) into the tx buffer at i; the next index."""

@@ -194,6 +194,8 @@ class Scanner:
         """Scan the next chunk[:n]. Never raises for bad input: `end` reports it."""
         if n < 0:
             n = len(chunk)
+        elif n > len(chunk):
+            raise ValueError("n is beyond the end of the chunk")
         if self._error is None:
             try:
                 self._run(chunk, 0, n)
@@ -255,18 +257,26 @@ class Scanner:
         self._lp = 0
 
     def _run(self, buf, i, end):
+        """Scan buf[i:end], carrying on from where the last chunk stopped."""
         st = self._st
         depth = self._depth
+        is_key = self._is_key
+        collect = self._collect  # the string being read is kept in the scratch buffer
+        slot = self._slot  # field named by the key just read; its value comes next
+        span_depth = self._span_depth  # depth at which the jobDocument/statusDetails value ends
+        max_depth = self.max_depth
         stack = self._stack
         plain = _PLAIN
         base = self._base
         try:
             while i < end:
                 if st == _STR:
+                    # every byte of a string is looked at anyway (control characters, UTF-8),
+                    # so one table lookup per byte beats find() plus a check (docs/protocol.md)
                     j = i
                     while j < end and plain[buf[j]]:
                         j += 1
-                    if self._collect and j > i:
+                    if collect and j > i:
                         self._copy(buf, i, j)
                     i = j
                     if i == end:
@@ -274,16 +284,20 @@ class Scanner:
                     c = buf[i]
                     i += 1
                     if c == 34:
-                        if self._is_key:
-                            st = _COLON
-                            if self._collect:
-                                self._key_done(depth)
+                        if is_key:
+                            if collect:
+                                slot = self._key_done(depth)
+                            if i < end and buf[i] == 58:  # the usual ':' right after a key
+                                i += 1
+                                st = _VALUE
+                            else:
+                                st = _COLON
                         else:
-                            if self._vslot:
+                            if collect:
                                 self._string_done()
                             st = _AFTER
-                            if depth == self._span_depth:
-                                self._span_end(base + i)
+                            if depth == span_depth:
+                                span_depth = self._span_end(base + i)
                     elif c == 92:
                         st = _ESC
                     elif c < 32:
@@ -295,49 +309,15 @@ class Scanner:
                 c = buf[i]
                 if st > _STR:
                     if st == _NUM:
-                        ns = self._ns
-                        nlen = self._nlen
-                        while i < end:
-                            c = buf[i]
-                            if 48 <= c <= 57:
-                                if ns == _N_ZERO:
-                                    break
-                                if ns == _N_MINUS:
-                                    ns = _N_ZERO if c == 48 else _N_INT
-                                elif ns == _N_DOT:
-                                    ns = _N_FRAC
-                                elif ns == _N_E or ns == _N_ESIGN:
-                                    ns = _N_EXP
-                                if self._vslot and ns == _N_INT:
-                                    self._acc = self._acc * 10 + c - 48
-                            elif c == 46 and (ns == _N_ZERO or ns == _N_INT):
-                                ns = _N_DOT
-                                self._isint = False
-                            elif (c == 101 or c == 69) and (ns == _N_ZERO or ns == _N_INT or ns == _N_FRAC):
-                                ns = _N_E
-                                self._isint = False
-                            elif (c == 43 or c == 45) and ns == _N_E:
-                                ns = _N_ESIGN
-                            else:
-                                break
-                            i += 1
-                            nlen += 1
-                            if nlen > MAX_NUMBER:
-                                raise ScanError("number", self._nbeg, "number longer than %d" % MAX_NUMBER)
-                        self._ns = ns
-                        self._nlen = nlen
-                        if i < end:
-                            if ns == _N_MINUS or ns == _N_DOT or ns == _N_E or ns == _N_ESIGN:
-                                raise ScanError("number", base + i, "incomplete number")
-                            if self._vslot:
-                                self._int_done()
+                        i = self._number(buf, i, end)
+                        if i < end:  # the number ended before the chunk did
                             st = _AFTER
-                            if depth == self._span_depth:
-                                self._span_end(base + i)
+                            if depth == span_depth:
+                                span_depth = self._span_end(base + i)
                     elif st == _UTF8:
                         if c < self._lo or c > self._hi:
                             raise ScanError("utf8", base + i, "invalid UTF-8 in a string")
-                        if self._collect:
+                        if collect:
                             self._put(c)
                         i += 1
                         self._need -= 1
@@ -356,7 +336,7 @@ class Scanner:
                             b = _ESCAPE[c] if c < 128 else 0
                             if not b:
                                 raise ScanError("escape", base + i - 1, "unknown escape")
-                            if self._collect:
+                            if collect:
                                 self._put(b)
                             st = _STR
                     elif st == _HEX:
@@ -371,8 +351,8 @@ class Scanner:
                         self._lp = lp
                         if lp == len(self._lit):
                             st = _AFTER
-                            if depth == self._span_depth:
-                                self._span_end(base + i)
+                            if depth == span_depth:
+                                span_depth = self._span_end(base + i)
                     else:  # _LOW_BS, _LOW_U: a high surrogate must be followed by \uDC00-\uDFFF
                         if c != (92 if st == _LOW_BS else 117):
                             raise ScanError("escape", base + i, "high surrogate without a low one")
@@ -384,7 +364,7 @@ class Scanner:
                             self._hexn = 0
                             self._code = 0
                     continue
-                if c == 32 or c == 10 or c == 13 or c == 9:
+                if c <= 32 and (c == 32 or c == 10 or c == 13 or c == 9):
                     i += 1
                     continue
                 if st == _AFTER:
@@ -394,20 +374,15 @@ class Scanner:
                     elif (c == 125 and top == _OBJ) or (c == 93 and top == _ARR):
                         depth -= 1
                         st = _AFTER if depth else _DONE
-                        if depth == self._span_depth:
-                            self._span_end(base + i + 1)
+                        if depth == span_depth:
+                            span_depth = self._span_end(base + i + 1)
                     else:
                         raise ScanError("syntax", base + i, "expected ',' or a closing bracket")
-                    i += 1
-                elif st == _COLON:
-                    if c != 58:
-                        raise ScanError("syntax", base + i, "expected ':'")
-                    st = _VALUE
                     i += 1
                 elif st == _KEY or st == _KEY_OR_CLOSE:
                     if c == 34:
                         st = _STR
-                        self._is_key = True
+                        is_key = True
                         collect = depth == 1 or (depth == 2 and self._ctx != 0)
                         self._collect = collect
                         if collect:
@@ -418,30 +393,45 @@ class Scanner:
                     elif c == 125 and st == _KEY_OR_CLOSE:
                         depth -= 1
                         st = _AFTER if depth else _DONE
-                        if depth == self._span_depth:
-                            self._span_end(base + i + 1)
+                        if depth == span_depth:
+                            span_depth = self._span_end(base + i + 1)
                     else:
                         raise ScanError("syntax", base + i, "expected a key")
+                    i += 1
+                elif st == _COLON:
+                    if c != 58:
+                        raise ScanError("syntax", base + i, "expected ':'")
+                    st = _VALUE
                     i += 1
                 elif st == _DONE:
                     raise ScanError("syntax", base + i, "data after the end of the message")
                 elif c == 93 and st == _VALUE_OR_CLOSE:
                     depth -= 1
                     st = _AFTER
-                    if depth == self._span_depth:
-                        self._span_end(base + i + 1)
+                    if depth == span_depth:
+                        span_depth = self._span_end(base + i + 1)
                     i += 1
                 else:  # a value starts: _START, _VALUE, _VALUE_OR_CLOSE
                     if st == _START and c != 123:
                         kind = "type" if c in b'["-0123456789tfn' else "syntax"
                         raise ScanError(kind, base + i, "a Jobs message is a JSON object")
-                    slot = self._slot
+                    keep = 0
                     if slot:
-                        self._slot = 0
-                        self._value_starts(slot, c, depth, base + i)
-                    if c == 123 or c == 91:
-                        if depth >= self.max_depth:
-                            raise ScanError("depth", base + i, "nested deeper than %d" % self.max_depth)
+                        keep = self._value_starts(slot, c, depth, base + i)
+                        span_depth = self._span_depth
+                    if c == 34:
+                        st = _STR
+                        is_key = False
+                        collect = keep != 0
+                        self._collect = collect
+                        if collect:
+                            self._sn = 0
+                            self._cap = self.max_str
+                            self._over = False
+                            self._sbeg = base + i
+                    elif c == 123 or c == 91:
+                        if depth >= max_depth:
+                            raise ScanError("depth", base + i, "nested deeper than %d" % max_depth)
                         depth += 1
                         if c == 123:
                             stack[depth] = _OBJ
@@ -451,17 +441,7 @@ class Scanner:
                             st = _VALUE_OR_CLOSE
                         if depth == 2:
                             self._ctx = slot if c == 123 and (slot == _F_EXEC or slot == _F_STATE) else 0
-                    elif c == 34:
-                        st = _STR
-                        self._is_key = False
-                        collect = self._vslot != 0
-                        self._collect = collect
-                        if collect:
-                            self._sn = 0
-                            self._cap = self.max_str
-                            self._over = False
-                            self._sbeg = base + i
-                    elif c == 45 or 48 <= c <= 57:
+                    elif 48 <= c <= 57 or c == 45:
                         st = _NUM
                         self._ns = _N_MINUS if c == 45 else (_N_ZERO if c == 48 else _N_INT)
                         self._nlen = 1
@@ -475,21 +455,79 @@ class Scanner:
                         self._lp = 1
                     else:
                         raise ScanError("syntax", base + i, "expected a value")
+                    slot = 0
                     i += 1
         finally:
             self._st = st
             self._depth = depth
+            self._is_key = is_key
+            self._slot = slot
+            self._span_depth = span_depth
+
+    def _number(self, buf, i, end):
+        """Continue a number at buf[i]; the index where it stopped (end: not finished yet)."""
+        ns = self._ns
+        start = i
+        keep = self._vslot != 0  # an integer field: its value is accumulated
+        while i < end:
+            c = buf[i]
+            if 48 <= c <= 57:
+                if ns == _N_ZERO:
+                    break  # "01": the number is "0", and what follows is a syntax error
+                if ns == _N_MINUS:
+                    ns = _N_ZERO if c == 48 else _N_INT
+                elif ns == _N_DOT:
+                    ns = _N_FRAC
+                elif ns == _N_E or ns == _N_ESIGN:
+                    ns = _N_EXP
+                j = i + 1
+                if ns != _N_ZERO:
+                    while j < end and 48 <= buf[j] <= 57:
+                        j += 1
+                if keep and ns == _N_INT:
+                    acc = self._acc
+                    for k in range(i, j):
+                        acc = acc * 10 + buf[k] - 48
+                    self._acc = acc
+                i = j
+                continue
+            if c == 46 and (ns == _N_ZERO or ns == _N_INT):
+                ns = _N_DOT
+                self._isint = False
+            elif (c == 101 or c == 69) and (ns == _N_ZERO or ns == _N_INT or ns == _N_FRAC):
+                ns = _N_E
+                self._isint = False
+            elif (c == 43 or c == 45) and ns == _N_E:
+                ns = _N_ESIGN
+            else:
+                break
+            i += 1
+        self._ns = ns
+        nlen = self._nlen + i - start
+        self._nlen = nlen
+        if nlen > MAX_NUMBER:
+            raise ScanError("number", self._nbeg, "number longer than %d" % MAX_NUMBER)
+        if i == end:
+            return i
+        if ns == _N_MINUS or ns == _N_DOT or ns == _N_E or ns == _N_ESIGN:
+            raise ScanError("number", self._base + i, "incomplete number")
+        if keep:
+            self._int_done()
+        return i
 
     def _value_starts(self, slot, c, depth, offset):
-        """Check the JSON type of a field's value (null means absent) and prepare to keep it."""
+        """Check the JSON type of a field's value (null means absent) and prepare to keep it.
+
+        Returns the slot when the value (a string or an integer) is to be kept, else 0.
+        """
         if c == 110:
-            return
+            return 0
         kind = _TYPE[slot]
         if kind == _T_SPAN:
             self._span_slot = slot
             self._span_depth = depth
             self._span_start = offset
-            return
+            return 0
         if kind == _T_STR:
             ok = c == 34
         elif kind == _T_INT:
@@ -500,8 +538,10 @@ class Scanner:
                 self.fields.has_execution = True
         if not ok:
             raise ScanError("type", offset, "field value must be " + _TYPE_NAME[kind])
-        if kind != _T_OBJ:
-            self._vslot = slot
+        if kind == _T_OBJ:
+            return 0
+        self._vslot = slot
+        return slot
 
     def _copy(self, buf, i, j):
         sn = self._sn
@@ -587,8 +627,9 @@ class Scanner:
         return _STR
 
     def _key_done(self, depth):
+        """The field slot a kept key names (0: none of ours); a repeated one is an error."""
         if self._over:
-            return
+            return 0
         if depth == 1:
             keys = _TOP_KEYS
         elif self._ctx == _F_EXEC:
@@ -607,8 +648,8 @@ class Scanner:
                     if self._seen & bit:
                         raise ScanError("duplicate", self._sbeg, "repeated key " + name.decode())
                     self._seen |= bit
-                    self._slot = slot
-                    return
+                    return slot
+        return 0
 
     def _string_done(self):
         slot = self._vslot
@@ -631,6 +672,7 @@ class Scanner:
         self.fields._set(self._span_slot, (self._span_start, offset))
         self._span_slot = 0
         self._span_depth = -1
+        return -1
 
 
 def _whole_chars(buf, n):

@@ -115,8 +115,8 @@ class Topics:
 
     def classify(self, topic):
         """(kind, job_id or None) for an incoming topic (bytes, bytearray or memoryview)."""
-        if isinstance(topic, memoryview):
-            topic = bytes(topic)
+        if not isinstance(topic, bytes):
+            topic = bytes(topic)  # bytearray lacks startswith() on older firmware
         p = len(self.prefix)
         if not topic.startswith(self.prefix):
             return _PLAIN[UNKNOWN]

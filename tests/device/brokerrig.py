@@ -1,7 +1,4 @@
 # brokerrig: an Engine built by jobs.engine.build() against the test broker and responder.
-import opsfallback
-
-ops = opsfallback.load()
 
 import testops  # noqa: E402  (registers the test operations)
 from jobs import config  # noqa: E402

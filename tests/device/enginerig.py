@@ -3,13 +3,14 @@
 
 import os
 
-import opsfallback
 from fakejobs import FakeLink, FakeService
-
-ops = opsfallback.load()
-
 from jobs import client as C  # noqa: E402
-from jobs import config, store, token, topics  # noqa: E402
+from jobs import (  # noqa: E402
+    config,
+    store,
+    token,
+    topics,
+)
 from jobs import engine as E  # noqa: E402
 from jobs.scan import Scanner  # noqa: E402
 

@@ -26,6 +26,7 @@ class FakeService:
         self.updates = []  # (job_id, status, details) of accepted updates, when `record`
         self.record = True
         self.keep = 4  # finished executions kept (memory stays flat)
+        self.notify_first = False  # deliver notifications before the answer that caused them
 
     def create(self, job_id, doc):
         n = 1 + sum(1 for e in self.executions if e["job_id"] == job_id)
@@ -151,7 +152,11 @@ class FakeService:
         if self.record:
             self.updates.append((job_id, req["status"], req.get("statusDetails")))
         reply({})
-        out.extend(self._notify(before))
+        notes = self._notify(before)
+        if self.notify_first:
+            out[:0] = notes
+        else:
+            out.extend(notes)
         self._trim()
         return out
 

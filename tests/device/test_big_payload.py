@@ -1,5 +1,5 @@
 # micropython: needs=broker,responder,mpy
-# micropython: heapsize=128K
+# micropython: heapsize=160K
 # micropython: timeout=90
 # A 128 KiB job document over real MQTT/TLS, on a heap too small for json.loads of it: the
 # device streams it through the scanner, answers FAILED with the size, and keeps working.

@@ -28,6 +28,16 @@ def test_defaults_are_filled_in():
     assert cfg["thing_name"] == "thing-1"
 
 
+def test_keys_read_by_operations_and_boards_are_optional():
+    _write(GOOD)
+    cfg = config.load(PATH)
+    assert "board_state_dir" not in cfg and "https_ca" not in cfg
+    _write(dict(GOOD, board_state_dir="/tmp/x", https_ca="ca2.der", board_ota=False))
+    cfg = config.load(PATH)
+    assert cfg["board_state_dir"] == "/tmp/x" and cfg["https_ca"] == "ca2.der" and cfg["board_ota"] is False
+    assert "'board_ota_slot_size'" in _error(dict(GOOD, board_ota_slot_size=1))
+
+
 def test_every_error_names_the_key():
     assert "'thing_name': missing" in _error({"endpoint": "x"})
     assert "'port': must be an integer 1..65535" in _error(dict(GOOD, port="8883"))
@@ -38,6 +48,7 @@ def test_every_error_names_the_key():
         dict(GOOD, buffer_size=4096, max_document=8192)
     )
     assert "'thing_name'" in _error(dict(GOOD, thing_name="bad name"))
+    assert "'watchdog_ms': must be 0 or at least" in _error(dict(GOOD, watchdog_ms=5000))
     assert "not valid JSON" in _error("{nope")
     assert "must be a JSON object" in _error("[1]")
     os.remove(PATH)

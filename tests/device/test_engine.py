@@ -2,7 +2,8 @@
 # The engine on the in-process fake Jobs service: happy path, bad documents, handler failures,
 # duplicates, cancellation, VersionMismatch, retries, reset recovery from each journal state.
 import enginerig as R
-from enginerig import HOOK, RUNS, Reset, Rig, ops
+from enginerig import HOOK, RUNS, Reset, Rig
+from jobs import ops
 
 
 def test_happy_path_claims_runs_and_reports_succeeded():
@@ -252,6 +253,42 @@ def test_rejected_start_next_pauses_instead_of_looping():
     rig.settle(5)
     assert rig.service.requests <= 3
     rig.until(lambda: rig.service.status("p") == "SUCCEEDED", steps=3000)
+
+
+def test_notifications_before_answers_change_nothing():
+    rig = Rig()
+    rig.service.notify_first = True
+    for i in range(4):
+        rig.service.create("o-" + str(i), {"operation": "test.steps", "n": 2})
+    rig.until(lambda: rig.engine.jobs_ok == 4)
+    assert [u[0] for u in rig.service.updates if u[1] != "IN_PROGRESS"] == ["o-0", "o-1", "o-2", "o-3"]
+    assert rig.engine.canceled == 0
+
+
+def test_query_next_first_peeks_before_claiming():
+    rig = Rig(query_next_first=True)
+    rig.settle(3)
+    assert rig.service.requests == 1  # only the $next describe: nothing to claim
+    rig.create("peek", {"operation": "test.echo", "value": 3})
+    rig.until(lambda: rig.service.status("peek") == "SUCCEEDED")
+
+
+def test_the_loop_and_progress_feed_the_watchdog():
+    rig = Rig()
+
+    class Dog:
+        fed = 0
+
+        def feed(self):
+            Dog.fed += 1
+
+    rig.engine.wdt = Dog()
+    rig.settle(3)
+    assert Dog.fed >= 3
+    fed = Dog.fed
+    rig.create("wd", {"operation": "test.steps", "n": 5})
+    rig.until(lambda: rig.service.status("wd") == "SUCCEEDED")
+    assert Dog.fed >= fed + 5
 
 
 def test_ops_is_the_contracts():

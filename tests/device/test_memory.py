@@ -1,5 +1,5 @@
 # micropython: needs=mpy
-# micropython: heapsize=128K
+# micropython: heapsize=160K
 # micropython: timeout=120
 # 1,000 job cycles through the real client and engine against the in-process fake service
 # (tests/device/fakejobs.py: MQTT would make 1,000 cycles too slow for the suite). Heap after

@@ -1,5 +1,5 @@
 # micropython: needs=broker,responder,mpy
-# micropython: heapsize=128K
+# micropython: heapsize=160K
 # micropython: timeout=90
 # Job cycles over real MQTT/TLS: the transport's heap after collection stays flat too.
 import gc

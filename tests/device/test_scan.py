@@ -118,6 +118,11 @@ def test_buffer_may_be_bytearray_or_memoryview_with_spare_room():
         assert f.job_id == "v315_test" and f.size == len(NOTIFY_NEXT)
 
 
+def test_a_length_beyond_the_buffer_is_a_programming_error():
+    with raises(ValueError):
+        Scanner().scan(b"{}", 3)
+
+
 def test_streaming_split_at_every_byte_gives_the_same_fields():
     sc = Scanner()
     for doc in (NOTIFY_NEXT, START_NEXT, REJECTED, TRICKY):

@@ -1,9 +1,7 @@
 # testops: tiny operations for engine tests (real Op subclasses per the contract).
 """Registered on import: test.echo, test.fail, test.crash, test.hook, test.reboot, test.steps."""
 
-import opsfallback
-
-ops = opsfallback.load()
+from jobs import ops
 
 RUNS = {}  # op name -> times run
 HOOK = [None]  # a test's function called by test.hook with the job
