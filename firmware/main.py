@@ -50,7 +50,7 @@ def main():
 
     hw.connect_network(_NETWORK_MS)
     device = engine.build(cfg, hw)
-    device.wdt = hw.watchdog(_WATCHDOG_MS)
+    device.wdt = hw.watchdog(cfg["watchdog_ms"] or _WATCHDOG_MS)
     device.run_forever()
 
 
