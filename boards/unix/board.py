@@ -15,11 +15,11 @@ PENDING_VERIFY; mark_valid() makes it VALID; a boot that finds PENDING_VERIFY ma
 boots the previous slot.
 """
 
-import json
 import os
 import sys
 import time
 
+from jobs import store
 from jobs.ops.pins import IN, OUT, PinTable, reserved
 from micropython import const
 
@@ -44,32 +44,6 @@ TABLE = PinTable(
 
 _booted = None  # (otadata dict, last reset reason), once per process
 _started = time.ticks_ms()
-
-
-def _load(path, default):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-def _save(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.rename(tmp, path)
-
-
-def _makedirs(path):
-    built = ""
-    for part in path.split("/"):
-        built = built + part + "/" if built or part else "/"
-        if part:
-            try:
-                os.mkdir(built)
-            except OSError:
-                pass
 
 
 class SimPin:
@@ -176,7 +150,7 @@ class Board:
         state = config.get("board_state_dir") or os.getenv("JOBS_BOARD_STATE") or "state"
         self.root = state.rstrip("/") or "/"
         self._dir = self.root + "/simboard"  # not "board/": a folder would shadow board.py
-        _makedirs(self._dir)
+        store.makedirs(self._dir)
         self._has_ota = config.get("board_ota", True)
         self._slot_size = config.get("board_ota_slot_size", _SLOT_SIZE)
         self._initial_version = config.get("board_firmware_version", "1.0.0")
@@ -190,7 +164,7 @@ class Board:
 
     def _levels(self):
         if self._pin_cache is None:
-            self._pin_cache = _load(self._dir + "/pins.json", {})
+            self._pin_cache = store.load(self._dir + "/pins.json", {})
         return self._pin_cache
 
     def _set_level(self, pin, level):
@@ -200,14 +174,14 @@ class Board:
         if old == level and key in levels:
             return
         levels[key] = level
-        _save(self._dir + "/pins.json", levels)
+        store.save(self._dir + "/pins.json", levels)
         with open(self._dir + "/pins.log", "a") as f:
             f.write(pin.alias + " " + key + " " + str(old) + " " + str(level) + "\n")
 
     # --- reset and boot ---------------------------------------------------------------------
     def reset(self, reason):
         """Record `reason`, then end the process with status 75 (the runner restarts it)."""
-        _save(self._dir + "/reset.json", {"reason": str(reason)})
+        store.save(self._dir + "/reset.json", {"reason": str(reason)})
         global _booted
         _booted = None
         sys.exit(EXIT_RESET)
@@ -220,7 +194,7 @@ class Board:
         global _booted
         if _booted is not None and _booted[2] == self._dir:
             return
-        data = _load(self._dir + "/otadata.json", None)
+        data = store.load(self._dir + "/otadata.json", None)
         if data is None:
             data = {"boot": "ota_0", "previous": None, "slots": {"ota_0": {"state": "VALID"}}}
             data["slots"]["ota_0"]["version"] = self._initial_version
@@ -232,8 +206,8 @@ class Board:
             slot["state"] = "ABORTED"  # reset before mark-valid: roll back
             boot = data["boot"] = data["previous"]
         data["running"] = boot
-        _save(self._dir + "/otadata.json", data)
-        recorded = _load(self._dir + "/reset.json", None)
+        store.save(self._dir + "/otadata.json", data)
+        recorded = store.load(self._dir + "/reset.json", None)
         if recorded is not None:
             os.remove(self._dir + "/reset.json")
         reason = recorded["reason"] if recorded else "power on"
@@ -257,7 +231,7 @@ class Board:
         """Remember the firmware version written into slot `label` (before set_boot)."""
         data = self._otadata()
         data["slots"][label] = {"state": "EMPTY", "version": version}
-        _save(self._dir + "/otadata.json", data)
+        store.save(self._dir + "/otadata.json", data)
 
     def _select(self, label):
         data = self._otadata()
@@ -265,12 +239,12 @@ class Board:
         slot["state"] = "NEW"
         data["previous"] = data["running"]
         data["boot"] = label
-        _save(self._dir + "/otadata.json", data)
+        store.save(self._dir + "/otadata.json", data)
 
     def mark_valid(self):
         data = self._otadata()
         data["slots"][data["running"]]["state"] = "VALID"
-        _save(self._dir + "/otadata.json", data)
+        store.save(self._dir + "/otadata.json", data)
 
     def boot_state(self):
         data = self._otadata()

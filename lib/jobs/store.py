@@ -26,6 +26,18 @@ def save(path, value):
     os.rename(tmp, path)
 
 
+def makedirs(path):
+    """Create the folder `path` and every missing folder above it."""
+    built = ""
+    for part in path.split("/"):
+        built = built + part + "/" if built or part else "/"
+        if part:
+            try:
+                os.mkdir(built)
+            except OSError:
+                pass
+
+
 def remove(path):
     """Delete `path` if it exists."""
     try:

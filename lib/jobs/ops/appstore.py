@@ -8,8 +8,9 @@ VALID; a boot() that finds TRYING (reset before commit) switches back to the pre
 The firmware calls `sys.path.insert(0, appstore.boot(root))` before importing the application.
 """
 
-import json
 import os
+
+from jobs import store
 
 _POINTER = "/app/app.json"
 
@@ -19,18 +20,11 @@ def _app(root):
 
 
 def state(root):
-    try:
-        with open(root.rstrip("/") + _POINTER) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {"dir": "a", "version": "none", "state": "VALID"}
+    return store.load(root.rstrip("/") + _POINTER) or {"dir": "a", "version": "none", "state": "VALID"}
 
 
 def _save(root, data):
-    path = root.rstrip("/") + _POINTER
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.rename(path + ".tmp", path)
+    store.save(root.rstrip("/") + _POINTER, data)
 
 
 def version(root):

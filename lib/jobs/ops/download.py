@@ -9,9 +9,10 @@ template carries none, so such a job is REJECTED unless a third arg gives it.
 import hashlib
 import os
 
-from jobs import ops
-from jobs.ops import firmware, https
 from micropython import const
+
+from jobs import ops, store
+from jobs.ops import firmware, https
 
 MAX_SIZE = const(4 * 1024 * 1024)
 _PROTECTED = ("config.json", "journal.json", "board", "app", "certs", "boot.py", "main.py", "lib")
@@ -53,30 +54,17 @@ def fetch_file(job, url, target, sha, size, buf):
         if got != sha.lower():
             raise ops.Failed("sha256 mismatch for " + url.split("?")[0][-64:] + ": got " + got)
     except https.DownloadError as error:
-        _remove(part)
+        store.remove(part)
         raise ops.Failed("download: " + str(error.args[0]))
     except BaseException:
-        _remove(part)
+        store.remove(part)
         raise
     return part
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def makedirs_for(path):
-    built = ""
-    for part in path.split("/")[:-1]:
-        built = built + part + "/" if built or part else "/"
-        if part:
-            try:
-                os.mkdir(built)
-            except OSError:
-                pass
+    """Create the folders above the file `path`."""
+    store.makedirs(path.rsplit("/", 1)[0] if "/" in path else "")
 
 
 class Download(ops.Op):

@@ -13,9 +13,10 @@ A reset while staging restarts the staging (files already staged and intact are 
 import hashlib
 import os
 
+from micropython import const
+
 from jobs import ops
 from jobs.ops import appstore, download, firmware, https
-from micropython import const
 
 MAX_FILES = const(16)
 MAX_FILE_SIZE = const(512 * 1024)

@@ -13,9 +13,10 @@ import binascii
 import hashlib
 import time
 
+from micropython import const
+
 from jobs import ops
 from jobs.ops import https
-from micropython import const
 
 _BLOCK = const(4096)
 _CHECKPOINT_BYTES = const(65536)

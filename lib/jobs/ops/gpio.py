@@ -8,8 +8,9 @@ at the board's safe level.
 
 import time
 
-from jobs import ops
 from micropython import const
+
+from jobs import ops
 
 MAX_PULSE_MS = const(60000)
 _SLICE_MS = const(250)  # cancel checks during a pulse

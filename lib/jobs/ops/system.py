@@ -10,8 +10,9 @@ diag.echo: {"message": "..."} echoed (bounded) with heap, uptime, reset cause an
 
 import gc
 
-from jobs import ops
 from micropython import const
+
+from jobs import ops
 
 _PHASE_REBOOT = "reboot"
 MAX_ECHO = const(256)
