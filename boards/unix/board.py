@@ -3,7 +3,7 @@
 
 State directory: config["board_state_dir"], else $JOBS_BOARD_STATE, else ./state. Test knobs
 (flat keys, as config.json is flat): board_ota (False: no OTA partitions), board_ota_slot_size,
-board_firmware_version (of the first image, default 1.0.0).
+board_firmware_version (of the first image, default 1.0.0). Files, in <state>/board_state/:
     pins.json      current level of every simulated pin (a test may set an input's level here)
     pins.log       one line per change: "<alias> <number> <old> <new>"
     ota_0.bin, ota_1.bin, otadata.json   two file-backed OTA slots and the boot selection
@@ -174,7 +174,9 @@ class Board:
         config = config or {}
         state = config.get("board_state_dir") or os.getenv("JOBS_BOARD_STATE") or "state"
         self.root = state.rstrip("/") or "/"
-        self._dir = self.root + "/board"
+        # not "board": the root is on sys.path (first, as '' on an ESP32) and a folder named
+        # board there would be imported instead of the board module
+        self._dir = self.root + "/board_state"
         _makedirs(self._dir)
         self._has_ota = config.get("board_ota", True)
         self._slot_size = config.get("board_ota_slot_size", _SLOT_SIZE)

@@ -36,7 +36,7 @@ def fresh_board(**settings):
 
 def pin_log(b):
     try:
-        with open(b.root + "/board/pins.log") as f:
+        with open(b.root + "/board_state/pins.log") as f:
             return f.read()
     except OSError:
         return ""

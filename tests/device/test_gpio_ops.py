@@ -23,7 +23,7 @@ def test_write_by_alias_and_by_number():
 
 def test_read_reports_the_input_level():
     b = fresh_board()
-    with open(b.root + "/board/pins.json", "w") as f:
+    with open(b.root + "/board_state/pins.json", "w") as f:
         json.dump({"34": 1}, f)
     assert _run(b, {"operation": "gpio.read", "pin": "BUTTON"}) == {"pin": "BUTTON", "value": "1"}
     assert _run(b, {"operation": "gpio.read", "pin": "LED"}) == {"pin": "LED", "value": "0"}

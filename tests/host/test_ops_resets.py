@@ -53,7 +53,7 @@ class Device:
         return json.loads((self.state / "result.json").read_text())
 
     def otadata(self) -> dict:
-        return json.loads((self.state / "board" / "otadata.json").read_text())
+        return json.loads((self.state / "board_state" / "otadata.json").read_text())
 
 
 def ota_config(server: FileServer) -> dict:
@@ -105,7 +105,7 @@ def test_reset_mid_download_resumes_and_fetches_less_than_the_image(tmp_path, se
     assert result["status"] == "SUCCEEDED", result
     assert result["details"] == {"version": "2.0.0", "previous": "1.0.0"}
     assert device.otadata()["slots"]["ota_1"]["state"] == "VALID"
-    slot = (device.state / "board" / "ota_1.bin").read_bytes()[:size]
+    slot = (device.state / "board_state" / "ota_1.bin").read_bytes()[:size]
     assert hashlib.sha256(slot).hexdigest() == sha
 
 
@@ -139,4 +139,4 @@ def test_unix_board_state_folder_from_the_environment(tmp_path):
     proc = run_micropython(["-c", code], env={"JOBS_BOARD_STATE": str(tmp_path / "dev")})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "dev")
-    assert (tmp_path / "dev" / "board" / "pins.log").read_text() == "LED 4 0 1\n"
+    assert (tmp_path / "dev" / "board_state" / "pins.log").read_text() == "LED 4 0 1\n"

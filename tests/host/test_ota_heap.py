@@ -58,7 +58,7 @@ def ota_run(rig, size: int, heapsize: int):
     started = time.monotonic()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     _ELAPSED[size] = time.monotonic() - started
-    otadata = state / "board" / "otadata.json"
+    otadata = state / "board_state" / "otadata.json"
     done = proc.returncode == RESET and json.loads(otadata.read_text())["boot"] == "ota_1"
     peaks = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("@@heap")]
     return done, max(peaks, default=0)
