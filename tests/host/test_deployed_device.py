@@ -194,6 +194,36 @@ def test_standin_provision_deploy_boot_the_deployed_tree_and_run_jobs(tmp_path):
     assert time.monotonic() - started < 60, timings
 
 
+# The rehearsal in docs/tooling.md, as shown there (default folders, placeholders as printed):
+# the commands the walk above runs, in their documented form.
+PKI = "build/standin/broker/pki"
+DOCUMENTED = [
+    "make standin",
+    f".venv/bin/python -m tools.standin create-thing {THING}",
+    ".venv/bin/aws --endpoint-url $CONTROL iot describe-endpoint --endpoint-type iot:Data-ATS",
+    f"make provision THING={THING} ENDPOINT=localhost BOARD=unix CERT={PKI}/{THING}.cert.pem "
+    f'KEY={PKI}/{THING}.key.pem CA={PKI}/ca.cert.pem PROVISION_ARGS="--port $MQTT_PORT"',
+    "make vboard",
+    f"make deploy PORT=/dev/pts/N THING={THING} DEPLOY_ARGS=--no-reset",
+    ".venv/bin/python -m tools.simdevice --deployed state/vboard",
+    f".venv/bin/aws --endpoint-url $CONTROL iot create-job --job-id led-on-1 "
+    f"--targets arn:aws:iot:us-east-1:123456789012:thing/{THING} --document '{LED_ON}'",
+    f".venv/bin/aws --endpoint-url $CONTROL iot create-job --job-id reboot-1 "
+    f"--targets arn:aws:iot:us-east-1:123456789012:thing/{THING} --document '{REBOOT}'",
+    f".venv/bin/aws --endpoint-url $CONTROL iot describe-job-execution --job-id led-on-1 "
+    f"--thing-name {THING}",
+]
+
+
+def test_the_docs_show_the_commands_the_walk_runs():
+    text = (ROOT / "docs" / "tooling.md").read_text()
+    rehearsal = text[text.index("## Rehearsal without a chip or AWS") :]
+    block = rehearsal[rehearsal.index("```sh") : rehearsal.index("```", rehearsal.index("```sh") + 5)]
+    commands = [" ".join(line.split("#")[0].split()) for line in block.replace("\\\n", " ").splitlines()]
+    missing = [c for c in DOCUMENTED if c not in commands]
+    assert not missing, missing
+
+
 def test_without_the_deployed_library_the_device_does_not_boot(tmp_path):
     """The deployed runner's path holds no repository library: a tree without /lib cannot import jobs."""
     (tmp_path / "main.py").write_bytes((ROOT / "firmware" / "main.py").read_bytes())
