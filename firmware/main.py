@@ -21,6 +21,11 @@ def _halt(message):
     # on a chip: end main.py, so a person at the REPL can fix config.json
 
 
+def _origin(module):
+    # /lib/... when deployed, .frozen/... when frozen into the firmware: worth a line at boot
+    return getattr(module, "__file__", "frozen")
+
+
 def main():
     from jobs import config
 
@@ -33,6 +38,7 @@ def main():
 
     hw = board.Board(cfg)
     print("main: board", hw.name, "reset reason:", hw.reset_reason())
+    print("main: modules", _origin(board), _origin(config))
 
     from jobs.ops import appstore
 

@@ -4,6 +4,15 @@ Like a chip, it boots again after a reset: the unix board turns `reset()` into e
 and the runner starts the process again. A crash (any other exit) also reboots, as a panic
 would, after a short pause. The device's filesystem is one folder (`root`): config.json,
 certs/, the journal, the board's state and the application files.
+
+Two ways to boot it:
+* from the repository (default): firmware/main.py with lib/, boards/unix and build/deps on
+  MICROPYPATH;
+* `deployed=True`: the tree `make deploy` copied into `root` (a virtual board's folder):
+  `root/main.py`, with MICROPYPATH `.frozen`, build/deps (umqtt.simple, standing in for the
+  ESP32 firmware's frozen one, so it comes before /lib as `.frozen` does there), a folder
+  holding only the host shim `ussl.py`, and `root/lib` (the deployed .mpy files and board
+  module). Nothing from the repository's lib/ or boards/ can be imported.
 """
 
 import argparse
@@ -35,6 +44,25 @@ def micropypath() -> str:
     return ":".join([".frozen"] + [str(p) for p in parts])
 
 
+def host_shim_folder() -> Path:
+    """A folder with only boards/unix/ussl.py (linked), so the shim comes without the unix board."""
+    folder = ROOT / "build" / "hostshim"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "ussl.py"
+    if not link.exists():
+        try:
+            link.symlink_to(ROOT / "boards" / "unix" / "ussl.py")
+        except FileExistsError:
+            pass  # another runner made it just now
+    return folder
+
+
+def deployed_micropypath(root: Path) -> str:
+    """The path of a deployed tree: frozen stand-ins first (as on an ESP32), then root/lib."""
+    parts = [ROOT / "build" / "deps", host_shim_folder(), Path(root).resolve() / "lib"]
+    return ":".join([".frozen"] + [str(p) for p in parts])
+
+
 def provision(root: Path, config: dict, ca_der: Path, cert_der: Path, key_der: Path) -> Path:
     """Write the device's config.json and DER files into its filesystem folder."""
     certs = root / "certs"
@@ -57,10 +85,11 @@ def provision(root: Path, config: dict, ca_der: Path, cert_der: Path, key_der: P
 class SimDevice:
     """Runs and re-boots the simulated device; `kill()` is a power cut, `start()` power on."""
 
-    def __init__(self, root: Path, heapsize: str | None = None, echo: bool = False):
+    def __init__(self, root: Path, heapsize: str | None = None, echo: bool = False, deployed: bool = False):
         self.root = Path(root)
         self.heapsize = heapsize
         self.echo = echo
+        self.deployed = deployed
         self.boots = 0
         self.exits: list[int] = []
         self.process: subprocess.Popen | None = None
@@ -76,11 +105,12 @@ class SimDevice:
         command = [micropython_binary()]
         if self.heapsize:
             command += ["-X", f"heapsize={self.heapsize}"]
-        return command + [str(ROOT / "firmware" / "main.py")]
+        main = self.root.resolve() / "main.py" if self.deployed else ROOT / "firmware" / "main.py"
+        return command + [str(main)]
 
     def env(self) -> dict:
         # the device's root folder comes first, as '' (the cwd, "/") does on the ESP32
-        path = f"{self.root}:{micropypath()}"
+        path = deployed_micropypath(self.root) if self.deployed else f"{self.root}:{micropypath()}"
         return dict(os.environ, MICROPYPATH=path, JOBS_BOARD_STATE=str(self.root))
 
     def start(self) -> "SimDevice":
@@ -159,11 +189,19 @@ def main(argv: list[str] | None = None) -> int:
         "root", type=Path, help="the device's filesystem folder (with config.json and certs/)"
     )
     parser.add_argument("--heapsize", help="MicroPython heap, e.g. 64K (default: the port's)")
+    parser.add_argument(
+        "--deployed",
+        action="store_true",
+        help="boot the tree `make deploy` put in ROOT (ROOT/main.py, ROOT/lib), not the repository's",
+    )
     args = parser.parse_args(argv)
     if not (args.root / "config.json").exists():
         print(f"simdevice: {args.root}/config.json not found: provision the device first", file=sys.stderr)
         return 2
-    device = SimDevice(args.root, args.heapsize, echo=True).start()
+    if args.deployed and not (args.root / "main.py").exists():
+        print(f"simdevice: {args.root}/main.py not found: deploy to it first (make deploy)", file=sys.stderr)
+        return 2
+    device = SimDevice(args.root, args.heapsize, echo=True, deployed=args.deployed).start()
     try:
         while device._thread.is_alive():
             device._thread.join(0.5)

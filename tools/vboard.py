@@ -64,6 +64,8 @@ class VirtualBoard:
         self.frozen = frozen
         self.frozen_path = frozen_path
         self.port = ""
+        self._master: int | None = None
+        self._slave: int | None = None
         self.resets = 0
         self.failed = ""
         self.dropped = 0  # bytes of output no one read (the pty buffer was full)
@@ -98,12 +100,16 @@ class VirtualBoard:
         return self.port
 
     def stop(self):
+        """Power off (again is fine): the process ends and the pty closes."""
         self._stop.set()
         if self._thread:
             self._thread.join(5)
+            self._thread = None
         self._kill()
         for fd in (self._master, self._slave):
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
 
     def __enter__(self):
         self.start()

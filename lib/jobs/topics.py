@@ -88,9 +88,10 @@ class Topics:
 
     def describe(self, job_id):
         """DescribeJobExecution topic; `job_id` may be "$next"."""
-        if job_id != NEXT and job_id != b"$next" and not valid_job_id(job_id):
+        job_id = _as_bytes(job_id)
+        if job_id != b"$next" and not valid_job_id(job_id):
             raise ValueError("bad job id: %r" % (job_id,))
-        return self.prefix + _as_bytes(job_id) + b"/get"
+        return self.prefix + job_id + b"/get"
 
     def update(self, job_id):
         if not valid_job_id(job_id):
