@@ -229,9 +229,9 @@ def keep_up(aws: StandIn, state: Path) -> None:
         f"""
 The stand-in and the simulated device stay up. Send your own jobs (Ctrl-C stops everything):
 
-  .venv/bin/python -m tools.standin --state {state / "aws"} create-job my-job-1 --thing {THING} \\
+  .venv/bin/python -m tools.standin create-job my-job-1 --state {state / "aws"} --thing {THING} \\
       --document '{{"operation": "gpio.write", "pin": "LED", "value": 0}}'
-  .venv/bin/python -m tools.standin --state {state / "aws"} watch
+  .venv/bin/python -m tools.standin watch --state {state / "aws"}
 
   aws iot create-job --endpoint-url {aws.control_url} --region us-east-1 \\
       --job-id my-job-2 --targets {arn} \\
