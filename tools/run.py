@@ -10,6 +10,7 @@ With --keep the stand-in and the device stay up for your own jobs until Ctrl-C.
 import argparse
 import hashlib
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -233,10 +234,10 @@ The stand-in and the simulated device stay up. Send your own jobs (Ctrl-C stops 
       --document '{{"operation": "gpio.write", "pin": "LED", "value": 0}}'
   .venv/bin/python -m tools.standin watch --state {state / "aws"}
 
-  aws iot create-job --endpoint-url {aws.control_url} --region us-east-1 \\
+  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local .venv/bin/aws iot create-job \\
+      --endpoint-url {aws.control_url} --region us-east-1 \\
       --job-id my-job-2 --targets {arn} \\
       --document '{{"operation": "diag.echo", "message": "hello"}}'
-  (any credentials do: export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local)
 
 Device log: {state / "device" / "device.log"}"""
     )
@@ -245,6 +246,10 @@ Device log: {state / "device" / "device.log"}"""
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the demo jobs to finish")
     args = parser.parse_args(argv)
     live = sys.stdout.isatty()
+    # a polite kill stops what we started, as Ctrl-C does
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     aws = device = None
     try:
         aws, device = start_stack(args.state, interval_s=2)
