@@ -16,11 +16,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tools import mpenv
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_TESTS = ROOT / "tests" / "device"
@@ -29,24 +30,13 @@ _DIRECTIVE = re.compile(r"^#\s*micropython:\s*(\w+)\s*=\s*(\S+)")
 _MARK = re.compile(r"^@@mptest (start|pass|fail|skip|end) (\S+)")
 
 
-def micropython_binary() -> str:
-    """MICROPYTHON from the environment, else the venv's `micropython`."""
-    explicit = os.environ.get("MICROPYTHON")
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "micropython"
-    return str(beside) if beside.exists() else (shutil.which("micropython") or "micropython")
-
-
 def micropypath() -> str:
-    # MICROPYPATH replaces the default path; keep `.frozen` first as on the ESP32 (ssl lives there)
-    parts = [DEVICE_TESTS, ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps"]
-    return ":".join([".frozen"] + [str(p) for p in parts])
+    return mpenv.micropypath(DEVICE_TESTS)
 
 
 def run_micropython(args, env=None, heapsize=None, timeout=120, cwd=None):
     """Run the MicroPython Unix port with the project's MICROPYPATH; return CompletedProcess."""
-    command = [micropython_binary()]
+    command = [mpenv.micropython_binary()]
     if heapsize:
         command += ["-X", f"heapsize={heapsize}"]
     full_env = dict(os.environ, MICROPYPATH=micropypath(), **(env or {}))

@@ -26,22 +26,11 @@ import threading
 import time
 from pathlib import Path
 
+from tools.mpenv import micropypath, micropython_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_RESET = 75
 _CRASH_PAUSE_S = 0.5
-
-
-def micropython_binary() -> str:
-    explicit = os.environ.get("MICROPYTHON")
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "micropython"
-    return str(beside) if beside.exists() else (shutil.which("micropython") or "micropython")
-
-
-def micropypath() -> str:
-    parts = [ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps"]
-    return ":".join([".frozen"] + [str(p) for p in parts])
 
 
 def host_shim_folder() -> Path:
@@ -110,7 +99,7 @@ class SimDevice:
 
     def env(self) -> dict:
         # the device's root folder comes first, as '' (the cwd, "/") does on the ESP32
-        path = deployed_micropypath(self.root) if self.deployed else f"{self.root}:{micropypath()}"
+        path = deployed_micropypath(self.root) if self.deployed else micropypath(self.root)
         return dict(os.environ, MICROPYPATH=path, JOBS_BOARD_STATE=str(self.root))
 
     def start(self) -> "SimDevice":

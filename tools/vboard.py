@@ -35,6 +35,8 @@ import tty
 from collections import deque
 from pathlib import Path
 
+from tools.mpenv import micropython_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "vboard_agent.py"
 MARKER = b"\x00\x1bVB\x00"
@@ -42,14 +44,6 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WINDOW = 256
 INTERRUPT_GRACE_S = 2.0
 WRITE_TIMEOUT_S = 0.5
-
-
-def micropython_binary() -> str:
-    explicit = os.environ.get("MICROPYTHON")
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "micropython"
-    return str(beside) if beside.exists() else "micropython"
 
 
 class VirtualBoard:

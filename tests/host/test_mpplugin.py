@@ -32,6 +32,9 @@ def project(pytester):
     device = pytester.path / "tests" / "device"
     device.mkdir()
     shutil.copy(TESTS / "device" / "mptest.py", device / "mptest.py")
+    (pytester.path / "tools").mkdir()
+    (pytester.path / "tools" / "__init__.py").touch()
+    shutil.copy(TESTS.parent / "tools" / "mpenv.py", pytester.path / "tools" / "mpenv.py")
     (device / "test_demo.py").write_text(DEMO)
     # the copied conftest finds tests/ beside itself
     conftest = pytester.path / "conftest.py"

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, micropython_binary
+from tests.conftest import ROOT
 from tests.host.fileserver import FileServer
 from tests.host.test_ops_resets import image, ota_config, ota_doc
 from tools import build
+from tools.mpenv import micropython_binary
 
 MIB = 1024 * 1024
 RESET = 75
