@@ -35,7 +35,7 @@ def _code(err) -> str:
     return err.value.response["Error"]["Code"]
 
 
-def test_things_groups_and_endpoint(iot):
+def test_things_groups_and_endpoint(aws, iot):
     made = iot.create_thing(thingName="boto-1", attributePayload={"attributes": {"board": "esp32"}})
     assert made["thingArn"] == "arn:aws:iot:us-east-1:123456789012:thing/boto-1"
     described = iot.describe_thing(thingName="boto-1")
@@ -45,6 +45,8 @@ def test_things_groups_and_endpoint(iot):
     iot.add_thing_to_thing_group(thingGroupName="fleet-a", thingName="boto-1")
     assert iot.describe_thing_group(thingGroupName="fleet-a")["thingGroupName"] == "fleet-a"
     assert iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] == "localhost"
+    assert aws.thing("boto-1", "ec").cert_der.is_file()  # a certificate for a thing made by boto3
+    assert iot.describe_thing(thingName="boto-1")["attributes"] == {"board": "esp32"}
     with pytest.raises(ClientError) as err:
         iot.describe_thing(thingName="nobody")
     assert _code(err) == "ResourceNotFoundException"
