@@ -176,3 +176,24 @@ def test_data_plane_is_routed_by_the_signing_service(aws):
     # the same path signed for `iot` is the control plane's ListJobExecutionsForThing
     control = _client(aws, "iot").list_job_executions_for_thing(thingName="boto-data")
     assert control["executionSummaries"][0]["jobExecutionSummary"]["status"] == "SUCCEEDED"
+
+
+def test_managed_job_templates(aws, iot):
+    names = [t["templateName"] for t in iot.list_managed_job_templates()["managedJobTemplates"]]
+    assert "AWS-Reboot" in names and "AWS-Download-File" in names and len(names) == 8
+    described = iot.describe_managed_job_template(templateName="AWS-Download-File", templateVersion="1.0")
+    keys = {p["key"]: p["optional"] for p in described["documentParameters"]}
+    assert keys == {"downloadUrl": False, "filePath": False, "runAsUser": True, "pathToHandler": True}
+    assert "${aws:iot:parameter:downloadUrl}" in described["document"]
+    iot.create_thing(thingName="boto-tpl")
+    iot.create_job(
+        jobId="boto-tpl-job",
+        targets=["arn:aws:iot:us-east-1:123456789012:thing/boto-tpl"],
+        jobTemplateArn=described["templateArn"],
+        documentParameters={"downloadUrl": "https://example.com/f", "filePath": "/f"},
+    )
+    document = json.loads(iot.get_job_document(jobId="boto-tpl-job")["document"])
+    assert document["steps"][0]["action"]["input"]["args"] == ["https://example.com/f", "/f"]
+    with pytest.raises(ClientError) as err:
+        iot.describe_managed_job_template(templateName="AWS-Nothing")
+    assert _code(err) == "ResourceNotFoundException"
