@@ -583,12 +583,19 @@ class Engine:
             [(topic, _json(payload)) for topic, payload in messages],
         )
 
-    def drain_outbox(self, limit: int = 500) -> list:
+    def outbox_after(self, after: int, limit: int = 500) -> list:
+        """Waiting notifications with id > after: [(id, topic, payload)], oldest first."""
+        rows = (
+            self.store.read()
+            .execute("SELECT * FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            .fetchall()
+        )
+        return [(r["id"], r["topic"], json.loads(r["payload"])) for r in rows]
+
+    def ack_outbox(self, ids) -> None:
+        """Forget notifications the broker has acknowledged."""
         with self.store.transaction() as db:
-            rows = db.execute("SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
-            if rows:
-                db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1]["id"],))
-        return [(r["topic"], json.loads(r["payload"])) for r in rows]
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     # ----- control plane: things and groups -----------------------------------------------
     def create_thing(self, name: str, body: dict | None = None) -> dict:
