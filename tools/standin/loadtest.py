@@ -257,6 +257,7 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--jobs", type=int, default=5, help="jobs per device")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--state", help="state folder to keep (logs, database); default: a temporary one")
     parser.add_argument(
         "--throttle-every", type=int, default=0, help="inject RequestThrottled every Nth request"
     )
@@ -267,7 +268,10 @@ def main(argv=None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     print(f"open-file limit {soft} (needs about {needed})", flush=True)
-    with tempfile.TemporaryDirectory(prefix="standin-load-") as folder, StandIn(folder) as aws:
+    with (
+        tempfile.TemporaryDirectory(prefix="standin-load-") as scratch,
+        StandIn(args.state or scratch) as aws,
+    ):
         if args.throttle_every:
             aws.set_faults(throttle_every=args.throttle_every)
         result = run(aws, args.devices, args.jobs, args.timeout)

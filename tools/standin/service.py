@@ -163,16 +163,17 @@ class JobsService:
             self._stopping.wait(_TICK)
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        ticker = threading.Thread(target=self._tick, daemon=True)
-        ticker.start()
+        # paho's loop runs in its own thread (loop_start): publish() from the ticker then only
+        # queues. Under loop_forever() it would write the TLS socket from the calling thread,
+        # concurrently with the loop, and corrupt the stream (mosquitto: "out of memory").
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         self.client.connect_async("127.0.0.1", self.port, keepalive=30)
-        self.client.loop_forever(retry_first_connection=True)
-        self._stopping.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.client.disconnect()
+        self.client.loop_start()
+        try:
+            self._tick()
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
 
 
 def main(folder: str, port: int) -> int:
