@@ -35,7 +35,7 @@ def _code(err) -> str:
     return err.value.response["Error"]["Code"]
 
 
-def test_things_groups_and_endpoint(iot):
+def test_things_groups_and_endpoint(aws, iot):
     made = iot.create_thing(thingName="boto-1", attributePayload={"attributes": {"board": "esp32"}})
     assert made["thingArn"] == "arn:aws:iot:us-east-1:123456789012:thing/boto-1"
     described = iot.describe_thing(thingName="boto-1")
@@ -45,6 +45,8 @@ def test_things_groups_and_endpoint(iot):
     iot.add_thing_to_thing_group(thingGroupName="fleet-a", thingName="boto-1")
     assert iot.describe_thing_group(thingGroupName="fleet-a")["thingGroupName"] == "fleet-a"
     assert iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] == "localhost"
+    assert aws.thing("boto-1", "ec").cert_der.is_file()  # a certificate for a thing made by boto3
+    assert iot.describe_thing(thingName="boto-1")["attributes"] == {"board": "esp32"}
     with pytest.raises(ClientError) as err:
         iot.describe_thing(thingName="nobody")
     assert _code(err) == "ResourceNotFoundException"
@@ -174,3 +176,24 @@ def test_data_plane_is_routed_by_the_signing_service(aws):
     # the same path signed for `iot` is the control plane's ListJobExecutionsForThing
     control = _client(aws, "iot").list_job_executions_for_thing(thingName="boto-data")
     assert control["executionSummaries"][0]["jobExecutionSummary"]["status"] == "SUCCEEDED"
+
+
+def test_managed_job_templates(aws, iot):
+    names = [t["templateName"] for t in iot.list_managed_job_templates()["managedJobTemplates"]]
+    assert "AWS-Reboot" in names and "AWS-Download-File" in names and len(names) == 8
+    described = iot.describe_managed_job_template(templateName="AWS-Download-File", templateVersion="1.0")
+    keys = {p["key"]: p["optional"] for p in described["documentParameters"]}
+    assert keys == {"downloadUrl": False, "filePath": False, "runAsUser": True, "pathToHandler": True}
+    assert "${aws:iot:parameter:downloadUrl}" in described["document"]
+    iot.create_thing(thingName="boto-tpl")
+    iot.create_job(
+        jobId="boto-tpl-job",
+        targets=["arn:aws:iot:us-east-1:123456789012:thing/boto-tpl"],
+        jobTemplateArn=described["templateArn"],
+        documentParameters={"downloadUrl": "https://example.com/f", "filePath": "/f"},
+    )
+    document = json.loads(iot.get_job_document(jobId="boto-tpl-job")["document"])
+    assert document["steps"][0]["action"]["input"]["args"] == ["https://example.com/f", "/f"]
+    with pytest.raises(ClientError) as err:
+        iot.describe_managed_job_template(templateName="AWS-Nothing")
+    assert _code(err) == "ResourceNotFoundException"

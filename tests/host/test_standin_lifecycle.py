@@ -3,6 +3,7 @@
 import itertools
 import json
 import queue
+import time
 
 import pytest
 
@@ -216,7 +217,13 @@ def test_service_killed_and_restarted_loses_nothing(aws, dev):
     aws.stop_service()  # SIGKILL
     dev.publish(f"{job_id}/update", {"status": "IN_PROGRESS", "clientToken": "while-down"})
     queued = _job(aws, dev)  # control plane works while the service is down
+    waiting = aws.store.read().execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert waiting == 1  # its notify waits for the service (the head did not change)
     aws.start_service()
+    while [s["jobId"] for s in dev.expect("notify")["jobs"].get("QUEUED", [])] != [queued]:
+        pass  # (the notify of the first job's creation comes first)
+    while aws.store.read().execute("SELECT COUNT(*) FROM outbox").fetchone()[0]:
+        time.sleep(0.02)  # deleted once the broker acknowledged it
     answer = dev.expect(f"{job_id}/update/accepted")
     assert answer["clientToken"] == "while-down"  # the request waited in the broker session
     described = dev.request(f"{job_id}/get").payload["execution"]

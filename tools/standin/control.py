@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tools.standin import templates
 from tools.standin.engine import ApiError, Engine, Rejected
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
@@ -76,6 +77,15 @@ class ControlPlane:
             return {"endpointAddress": self.endpoint}
         if parts[:1] == ["standin"]:
             return self._extension(method, parts[1:], query, body)
+        if parts[:1] == ["managed-job-templates"] and method == "GET":
+            try:
+                if len(parts) == 1:
+                    return templates.list_managed(e.settings["region"])
+                return templates.describe_managed(
+                    parts[1], _one(query, "templateVersion"), e.settings["region"]
+                )
+            except templates.TemplateError as err:
+                raise ApiError(err.error_type, str(err), err.status) from None
         if parts[:1] == ["jobs"]:
             if method == "GET" and len(parts) == 1:
                 jobs = e.list_jobs(_one(query, "status"), _one(query, "targetSelection"),

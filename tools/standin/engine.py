@@ -5,6 +5,7 @@ AWS sends them: the response first, then `notify`, then `notify-next`. The refer
 /work/shared/aws-jobs-api.md (sections 1-7 and 13); section numbers below point into it.
 """
 
+import functools
 import json
 import re
 import secrets
@@ -51,6 +52,12 @@ def _json(payload: dict) -> str:
 
 def _stamp(value):
     return None if value is None else int(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str):
+    """JSON text parsed once (job bodies and documents are immutable; callers never mutate)."""
+    return json.loads(text)
 
 
 def _prune(obj: dict) -> dict:
@@ -131,10 +138,9 @@ class Engine:
 
     def render_document(self, db, job, presign: bool = True, at: float | None = None) -> str:
         """The document as delivered: parameters substituted, presigned URLs fresh each time."""
-        body = json.loads(job["body"])
         text = job["document"]
         if presign and "${aws:iot:s3-presigned-url:" in text:
-            expires = int(body.get("presignedUrlConfig", {}).get("expiresInSec", 3600))
+            expires = int(_parsed(job["body"]).get("presignedUrlConfig", {}).get("expiresInSec", 3600))
             at = now() if at is None else at
 
             def fresh(match):
@@ -145,6 +151,8 @@ class Engine:
         return text
 
     def _document_object(self, db, job, at):
+        if "${aws:iot:s3-presigned-url:" not in job["document"]:
+            return _parsed(job["document"])  # the same text on every delivery: parse it once
         return json.loads(self.render_document(db, job, at=at))
 
     # ----- views --------------------------------------------------------------------------
@@ -377,7 +385,7 @@ class Engine:
         return answer, self._notifications(db, thing, before, at)
 
     def _progress_deadline(self, job, at: float):
-        minutes = json.loads(job["body"]).get("timeoutConfig", {}).get("inProgressTimeoutInMinutes")
+        minutes = _parsed(job["body"]).get("timeoutConfig", {}).get("inProgressTimeoutInMinutes")
         return at + minutes * float(self.settings["minute_seconds"]) if minutes else None
 
     def _describe(self, db, thing: str, job_id: str, request: dict, at: float) -> dict:
@@ -487,7 +495,7 @@ class Engine:
     def _after_terminal(self, db, row, job, at: float) -> None:
         status = row["status"]
         if status in ("FAILED", "TIMED_OUT") and job["status"] == "IN_PROGRESS":
-            criteria = json.loads(job["body"]).get("jobExecutionsRetryConfig", {}).get("criteriaList", [])
+            criteria = _parsed(job["body"]).get("jobExecutionsRetryConfig", {}).get("criteriaList", [])
             criterion = next((c for c in criteria if c.get("failureType") == status), None) or next(
                 (c for c in criteria if c.get("failureType") == "ALL"), None
             )
@@ -520,7 +528,7 @@ class Engine:
         job = self._job(db, job_id)
         if job is None or job["status"] != "IN_PROGRESS":
             return
-        if json.loads(job["body"]).get("targetSelection", "SNAPSHOT") != "SNAPSHOT":
+        if _parsed(job["body"]).get("targetSelection", "SNAPSHOT") != "SNAPSHOT":
             return
         busy = db.execute(
             "SELECT 1 FROM executions WHERE job_id = ? AND status IN ('QUEUED', 'IN_PROGRESS') LIMIT 1",
@@ -575,12 +583,19 @@ class Engine:
             [(topic, _json(payload)) for topic, payload in messages],
         )
 
-    def drain_outbox(self, limit: int = 500) -> list:
+    def outbox_after(self, after: int, limit: int = 500) -> list:
+        """Waiting notifications with id > after: [(id, topic, payload)], oldest first."""
+        rows = (
+            self.store.read()
+            .execute("SELECT * FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            .fetchall()
+        )
+        return [(r["id"], r["topic"], json.loads(r["payload"])) for r in rows]
+
+    def ack_outbox(self, ids) -> None:
+        """Forget notifications the broker has acknowledged."""
         with self.store.transaction() as db:
-            rows = db.execute("SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
-            if rows:
-                db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1]["id"],))
-        return [(r["topic"], json.loads(r["payload"])) for r in rows]
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     # ----- control plane: things and groups -----------------------------------------------
     def create_thing(self, name: str, body: dict | None = None) -> dict:

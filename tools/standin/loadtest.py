@@ -60,6 +60,7 @@ class SimDevice:
         self.latencies, self.lock = latencies, lock
         self.sent: dict = {}
         self.busy = False
+        self._busy_lock = threading.Lock()
         self.errors: dict = {}
         self.finished = threading.Event()
         self.ready = threading.Event()
@@ -81,7 +82,14 @@ class SimDevice:
         self.client.loop_start()
 
     def go(self) -> None:
-        self.busy = True
+        self._claim()
+
+    def _claim(self) -> None:
+        """One start-next at a time: go() and a notify-next may race."""
+        with self._busy_lock:
+            if self.busy:
+                return
+            self.busy = True
         self._send("start-next", {})
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
@@ -104,9 +112,8 @@ class SimDevice:
         payload = json.loads(message.payload)
         topic = message.topic[len(self.prefix) :]
         if topic == "notify-next":
-            if "execution" in payload and not self.busy:
-                self.busy = True
-                self._send("start-next", {})
+            if "execution" in payload:
+                self._claim()
             return
         sent = self.sent.pop(payload.get("clientToken"), None)
         if sent is None:
@@ -124,11 +131,11 @@ class SimDevice:
         if topic == "start-next/accepted":
             execution = payload.get("execution")
             if execution is None:
-                self.busy = False
+                with self._busy_lock:
+                    self.busy = False
                 if self.done_jobs >= self.expected:
                     self.finished.set()
                 return
-            self.busy = True
             self._send(
                 f"{execution['jobId']}/update", {"status": "IN_PROGRESS", "statusDetails": {"step": "run"}}
             )
@@ -250,6 +257,7 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--jobs", type=int, default=5, help="jobs per device")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--state", help="state folder to keep (logs, database); default: a temporary one")
     parser.add_argument(
         "--throttle-every", type=int, default=0, help="inject RequestThrottled every Nth request"
     )
@@ -260,7 +268,10 @@ def main(argv=None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     print(f"open-file limit {soft} (needs about {needed})", flush=True)
-    with tempfile.TemporaryDirectory(prefix="standin-load-") as folder, StandIn(folder) as aws:
+    with (
+        tempfile.TemporaryDirectory(prefix="standin-load-") as scratch,
+        StandIn(args.state or scratch) as aws,
+    ):
         if args.throttle_every:
             aws.set_faults(throttle_every=args.throttle_every)
         result = run(aws, args.devices, args.jobs, args.timeout)

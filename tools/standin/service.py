@@ -5,6 +5,7 @@ can kill it. State lives in SQLite; notifications the control plane causes wait 
 table until this process publishes them. Settings (fast clock, faults) are re-read while running.
 """
 
+import collections
 import heapq
 import itertools
 import json
@@ -39,6 +40,9 @@ class JobsService:
         self._order = itertools.count()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._outbox_after = 0
+        self._unacked: dict = {}  # message id -> outbox row id
+        self._acks: collections.deque = collections.deque()  # filled by paho's thread
         pki = self.folder / "broker" / "pki"
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -57,6 +61,7 @@ class JobsService:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_publish = lambda client, userdata, mid, reason, properties: self._acks.append(mid)
 
     # ----- MQTT callbacks -----------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
@@ -93,12 +98,15 @@ class JobsService:
         return self.engine.handle(topic, payload)
 
     # ----- publishing ---------------------------------------------------------------------
-    def _publish(self, messages, delay: float | None = None) -> None:
+    def _publish(self, messages, delay: float | None = None) -> list:
+        """Publish (with the fault settings); the message ids of the immediate first copies."""
         settings = self.engine.settings
         delay = float(settings["response_delay"]) if delay is None else delay
         copies = 2 if settings["duplicate_responses"] else 1
+        mids = []
         for topic, payload in messages:
             data = json.dumps(payload, separators=(",", ":"))
+            mid = None
             for _ in range(copies):
                 if delay > 0:
                     with self._lock:
@@ -106,7 +114,31 @@ class JobsService:
                             self._delayed, (time.monotonic() + delay, next(self._order), topic, data)
                         )
                 else:
-                    self.client.publish(topic, data, qos=1)
+                    info = self.client.publish(topic, data, qos=1)
+                    mid = info.mid if mid is None else mid
+            mids.append(mid)
+        return mids
+
+    def _pump_outbox(self) -> None:
+        """Publish waiting notifications; delete each once the broker has acknowledged it.
+
+        At least once: rows still unacknowledged when the service dies are published again by
+        the next service process.
+        """
+        acked = []
+        while self._acks:
+            mid = self._acks.popleft()
+            if mid in self._unacked:
+                acked.append(self._unacked.pop(mid))
+        for row_id, topic, payload in self.engine.outbox_after(self._outbox_after):
+            self._outbox_after = row_id
+            (mid,) = self._publish([(topic, payload)])
+            if mid is None:  # delayed by fault injection: not tracked
+                acked.append(row_id)
+            else:
+                self._unacked[mid] = row_id
+        if acked:
+            self.engine.ack_outbox(acked)
 
     def _tick(self) -> None:
         last_settings = last_expire = 0.0
@@ -119,7 +151,7 @@ class JobsService:
                 if moment - last_expire > 0.05:
                     self._publish(self.engine.expire())
                     last_expire = moment
-                self._publish(self.engine.drain_outbox())
+                self._pump_outbox()
                 with self._lock:
                     due = []
                     while self._delayed and self._delayed[0][0] <= moment:
@@ -131,16 +163,17 @@ class JobsService:
             self._stopping.wait(_TICK)
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        ticker = threading.Thread(target=self._tick, daemon=True)
-        ticker.start()
+        # paho's loop runs in its own thread (loop_start): publish() from the ticker then only
+        # queues. Under loop_forever() it would write the TLS socket from the calling thread,
+        # concurrently with the loop, and corrupt the stream (mosquitto: "out of memory").
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         self.client.connect_async("127.0.0.1", self.port, keepalive=30)
-        self.client.loop_forever(retry_first_connection=True)
-        self._stopping.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.client.disconnect()
+        self.client.loop_start()
+        try:
+            self._tick()
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
 
 
 def main(folder: str, port: int) -> int:

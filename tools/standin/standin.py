@@ -17,7 +17,7 @@ from pathlib import Path
 from tools import certs
 from tools.broker import SERVICE_IDENTITY, Broker
 from tools.standin.control import ControlServer
-from tools.standin.engine import TERMINAL, Engine
+from tools.standin.engine import TERMINAL, ApiError, Engine
 from tools.standin.files import FileServer
 from tools.standin.store import Store
 
@@ -167,7 +167,10 @@ class StandIn:
         """Register thing `name` and issue its device certificate (CN = name)."""
         if name == SERVICE_IDENTITY:
             raise ValueError(f"{name!r} is the Jobs service's identity; choose another thing name")
-        self.engine.create_thing(name)
+        try:
+            self.engine.describe_thing(name)
+        except ApiError:
+            self.engine.create_thing(name)
         return self.broker.device(name, kind)
 
     @property

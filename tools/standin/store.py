@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS executions (
     retry_attempt INTEGER, retry_cause TEXT,
     UNIQUE (job_id, thing, execution_number));
 CREATE INDEX IF NOT EXISTS executions_by_thing ON executions (thing, status);
+CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, status);
 CREATE INDEX IF NOT EXISTS executions_by_deadline ON executions (status, step_deadline,
     progress_deadline);
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload TEXT);

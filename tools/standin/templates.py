@@ -108,3 +108,51 @@ def render(arn: str, parameters: dict) -> str:
         raise TemplateError("InvalidRequestException", f"missing documentParameters: {', '.join(missing)}")
     text = json.dumps(document, separators=(",", ":"))
     return _PLACEHOLDER.sub(lambda m: json.dumps(parameters.get(m.group(1), ""))[1:-1], text)
+
+
+_DESCRIPTIONS = {
+    "downloadUrl": "URL of the file to download",
+    "filePath": "where on the device to store the downloaded file",
+    "packages": "space-separated list of packages",
+    "services": "space-separated list of services",
+    "command": "comma-separated command line to run",
+    "runAsUser": "user the handler runs as",
+    "pathToHandler": "folder of the handler scripts",
+}
+
+
+def _summary(name: str, region: str) -> dict:
+    return {
+        "templateArn": f"arn:aws:iot:{region}::jobtemplate/{name}:{VERSION}",
+        "templateName": name,
+        "description": f"AWS managed job template {name}",
+        "environments": ["LINUX"],
+        "templateVersion": VERSION,
+    }
+
+
+def list_managed(region: str) -> dict:
+    """ListManagedJobTemplates."""
+    return {"managedJobTemplates": [_summary(name, region) for name in MANAGED]}
+
+
+def describe_managed(name: str, version: str | None, region: str) -> dict:
+    """DescribeManagedJobTemplate."""
+    if name not in MANAGED or (version is not None and version != VERSION):
+        raise TemplateError("ResourceNotFoundException", f"Managed job template {name} cannot be found.", 404)
+    document, required = MANAGED[name]
+    parameters = [
+        {
+            "key": key,
+            "description": _DESCRIPTIONS[key],
+            "regex": "^.{1,30720}$",
+            "optional": key not in required,
+        }
+        for key in (*required, *OPTIONAL)
+    ]
+    summary = _summary(name, region)
+    return {
+        **summary,
+        "documentParameters": parameters,
+        "document": json.dumps(document, separators=(",", ":")),
+    }
