@@ -88,9 +88,10 @@ class Topics:
 
     def describe(self, job_id):
         """DescribeJobExecution topic; `job_id` may be "$next"."""
-        if job_id != NEXT and job_id != b"$next" and not valid_job_id(job_id):
+        name = _as_bytes(job_id)  # str or bytes; comparing a str with b"$next" warns
+        if name != b"$next" and not valid_job_id(name):
             raise ValueError("bad job id: %r" % (job_id,))
-        return self.prefix + _as_bytes(job_id) + b"/get"
+        return self.prefix + name + b"/get"
 
     def update(self, job_id):
         if not valid_job_id(job_id):
