@@ -30,8 +30,15 @@ def micropython_binary() -> str:
     return str(beside) if beside.exists() else (shutil.which("micropython") or "micropython")
 
 
-def micropypath() -> str:
-    parts = [ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps"]
+def micropypath(root: Path | None = None) -> str:
+    """The module path; `root`, the device's filesystem, is on it as `/` is on an ESP32
+    (where sys.path is ['', '.frozen', '/lib'] and the working folder is `/`), so the
+    firmware's `import handlers` finds <root>/handlers.py."""
+    parts = ([root] if root is not None else []) + [
+        ROOT / "lib",
+        ROOT / "boards" / "unix",
+        ROOT / "build" / "deps",
+    ]
     return ":".join([".frozen"] + [str(p) for p in parts])
 
 
@@ -79,7 +86,7 @@ class SimDevice:
         return command + [str(ROOT / "firmware" / "main.py")]
 
     def env(self) -> dict:
-        return dict(os.environ, MICROPYPATH=micropypath(), JOBS_BOARD_STATE=str(self.root))
+        return dict(os.environ, MICROPYPATH=micropypath(self.root.resolve()), JOBS_BOARD_STATE=str(self.root))
 
     def start(self) -> "SimDevice":
         """Power on: boot now, and again after every reset, until kill() or stop()."""
