@@ -31,14 +31,11 @@ def micropython_binary() -> str:
 
 
 def micropypath(root: Path | None = None) -> str:
-    """The module path; `root`, the device's filesystem, is on it as `/` is on an ESP32
-    (where sys.path is ['', '.frozen', '/lib'] and the working folder is `/`), so the
-    firmware's `import handlers` finds <root>/handlers.py."""
-    parts = ([root] if root is not None else []) + [
-        ROOT / "lib",
-        ROOT / "boards" / "unix",
-        ROOT / "build" / "deps",
-    ]
+    """The module path. `root`, the device's filesystem, comes last: on an ESP32 `/` is on
+    sys.path, so the firmware's `import handlers` finds <root>/handlers.py; here the root also
+    holds the board's state folder `board/`, which must not shadow boards/unix/board.py."""
+    parts = [ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps"]
+    parts += [root] if root is not None else []
     return ":".join([".frozen"] + [str(p) for p in parts])
 
 
