@@ -84,10 +84,7 @@ class Client:
         self.topics = topics
         self.tokens = tokens
         self.scanner = scanner
-        self.timeout_ms = cfg["request_timeout_ms"]
-        self.retries = cfg["retries"]
-        self.retry_base_ms = cfg["retry_base_ms"]
-        self.max_document = cfg["max_document"]
+        self.cfg = cfg  # read at each use: config.set changes the remotely settable keys
         self.log = log
         link.set_handler(self)
         # the awaited answer
@@ -107,6 +104,22 @@ class Client:
         self.bad = 0  # messages that are not valid JSON
         self._large_kind = 0
         self._large_error = None
+
+    @property
+    def timeout_ms(self):
+        return self.cfg["request_timeout_ms"]
+
+    @property
+    def retries(self):
+        return self.cfg["retries"]
+
+    @property
+    def retry_base_ms(self):
+        return self.cfg["retry_base_ms"]
+
+    @property
+    def max_document(self):
+        return self.cfg["max_document"]
 
     @property
     def ignored(self):
