@@ -16,6 +16,7 @@ import json
 import ssl
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -153,6 +154,7 @@ class Rig:
         self.folder = Path(folder)
         self.aws = StandIn(self.folder / "aws", **settings)
         self.devices: list[Device] = []
+        self._probe: Probe | None = None
 
     def start(self) -> "Rig":
         self.aws.start()
@@ -160,6 +162,8 @@ class Rig:
 
     def stop(self) -> None:
         self.stop_devices()
+        if self._probe is not None:
+            self._probe.stop()
         self.aws.stop()
 
     def stop_devices(self) -> None:
@@ -194,6 +198,27 @@ class Rig:
 
     def sniffer(self, *filters: str) -> "Sniffer":
         return Sniffer(self.aws, filters).start()
+
+    def faults(self, throttle_every: int = 0, internal_error_rate: float = 0.0,
+               duplicate_responses: bool = False, response_delay: float = 0.0) -> None:  # fmt: skip
+        """Set the stand-in's fault injection (none by default) and wait until the Jobs service
+        acts on it (it re-reads settings every 0.2 s): probe requests for a thing nobody uses
+        show the delay, the duplicates, the throttling or the injected errors (or their end)."""
+        self.aws.set_faults(throttle_every, internal_error_rate, duplicate_responses, response_delay)
+        if self._probe is None:
+            self._probe = Probe(self.aws)
+        probe = self._probe
+        if response_delay > 0:
+            wait_until(lambda: probe.ask(min(0.15, response_delay / 2)) is None, 5, "the response delay")
+            return
+        if duplicate_responses:
+            wait_until(lambda: probe.ask(1.0, copies=2) is not None, 5, "duplicate responses")
+        elif throttle_every:
+            wait_until(lambda: probe.ask(1.0) == "RequestThrottled", 5, "throttling")
+        elif internal_error_rate:
+            wait_until(lambda: probe.ask(1.0) == "InternalError", 5, "injected InternalError")
+        else:
+            wait_until(lambda: probe.ask(0.5, copies=1, settle=0.05) == "accepted", 5, "faults cleared")
 
 
 class Sniffer:
@@ -255,3 +280,122 @@ class Sniffer:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class _HoldHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_HoldHTTPServer"
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        owner = self.server.owner
+        name = self.path.split("?")[0].lstrip("/")
+        data = owner.files.get(name)
+        entry = {"path": name, "start": 0, "sent": 0}
+        owner.requests.append(entry)
+        if data is None:
+            self.send_error(404)
+            return
+        ranged = self.headers.get("Range", "")
+        start = int(ranged[6:].split("-")[0]) if ranged.startswith("bytes=") else 0
+        entry["start"] = start
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        pos = start
+        try:
+            while pos < len(data):
+                hold = owner.hold_at
+                if hold is not None and pos >= hold:
+                    self.wfile.flush()
+                    owner.holding.set()
+                    owner.release_event.wait(30)
+                    if owner.hold_at is not None:
+                        return  # still held: give up on this connection
+                end = min(pos + 4096, len(data))
+                if hold is not None and pos < hold < end:
+                    end = hold
+                self.wfile.write(data[pos:end])
+                entry["sent"] += end - pos
+                pos = end
+            self.wfile.flush()
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+
+
+class _HoldHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: "HoldServer"
+
+
+class HoldServer:
+    """An HTTPS file server (the stand-in's server certificate, so the device trusts it) that
+    stops sending at byte `hold_at` until `let_go()`: a download paused mid-way, on demand.
+    `requests` lists what was asked for: {"path", "start" (Range), "sent" (body bytes)}."""
+
+    def __init__(self, aws: StandIn):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[dict] = []
+        self.hold_at: int | None = None
+        self.holding = threading.Event()
+        self.release_event = threading.Event()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(aws.broker.server.cert_pem, aws.broker.server.key_pem)
+        self._server = _HoldHTTPServer(("127.0.0.1", 0), _HoldHandler)
+        self._server.owner = self
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"https://localhost:{self.port}/{name}"
+
+    def hold(self, at: int) -> None:
+        self.hold_at = at
+        self.holding.clear()
+        self.release_event.clear()
+
+    def let_go(self) -> None:
+        self.hold_at = None
+        self.release_event.set()
+
+    def stop(self) -> None:
+        self.let_go()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Probe(Sniffer):
+    """GetPendingJobExecutions for a thing no device uses, to see how the service answers now."""
+
+    THING = "e2e-probe"
+    _tokens = iter(range(1, 1_000_000))
+
+    def __init__(self, aws: StandIn):
+        super().__init__(aws, [f"$aws/things/{self.THING}/jobs/get/+"])
+        self.start()
+
+    def answers(self, token: str) -> list[bytes]:
+        needle = f'"clientToken":"{token}"'.encode()
+        return [p for _, p in self.seen() if needle in p.replace(b" ", b"")]
+
+    def ask(self, within: float, copies: int = 1, settle: float = 0.0) -> str | None:
+        """ "accepted" or the rejected code of one request if `copies` answers came within
+        `within` s (and no more within `settle` s after); None otherwise."""
+        token = f"probe-{next(self._tokens)}"
+        self.publish(f"$aws/things/{self.THING}/jobs/get", json.dumps({"clientToken": token}))
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and len(self.answers(token)) < copies:
+            time.sleep(0.005)
+        if settle:
+            time.sleep(settle)
+        got = self.answers(token)
+        if len(got) != copies:
+            return None
+        answer = json.loads(got[0])
+        return answer.get("code") or "accepted"
