@@ -172,17 +172,27 @@ class Client:
     def _invalid(self, kind, error):
         self.bad += 1
         self.log("jobs: invalid JSON on topic kind", kind, "(" + str(error.kind) + ")")
-        # an awaited answer that cannot be read: the job it names is answered by the engine
-        if self._awaiting is not None and self._want_doc and kind in (
-            T.START_NEXT_ACCEPTED,
-            T.DESCRIBE_ACCEPTED,
+        # an awaited answer whose document cannot be read: its execution is still answered
+        # (FAILED with the reason), when the token and job id came before the problem
+        token = getattr(error, "client_token", None)
+        if (
+            token is not None
+            and token == self._awaiting
+            and self._want_doc
+            and kind in (T.START_NEXT_ACCEPTED, T.DESCRIBE_ACCEPTED)
+            and getattr(error, "job_id", None)
         ):
-            f = self.scanner.fields if hasattr(self.scanner, "fields") else None
-            if f is not None and f.client_token == self._awaiting and f.job_id:
-                self._record(kind, f, None)
-                ex = self.execution
-                if ex is not None:
-                    ex.doc_error = "invalid JSON (" + str(error.kind) + ")"
+            self.tokens.take(token)
+            f = self.scanner.fields  # cleared by the failed scan: refill what it had read
+            f.client_token = token
+            f.has_execution = True
+            f.job_id = error.job_id
+            f.execution_number = error.execution_number
+            f.version_number = error.version_number
+            self._record(kind, f, None)
+            ex = self.execution
+            if ex is not None:
+                ex.doc_error = "invalid JSON (" + str(error.kind) + ": " + str(error.why) + ")"
 
     def _dispatch(self, kind, f, payload):
         if kind == T.NOTIFY_NEXT:
