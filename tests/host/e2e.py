@@ -59,12 +59,12 @@ def wait_until(condition, timeout: float = 15.0, what: str = "condition", interv
 class Device:
     """One simulated device: its filesystem folder, its runner and what the test reads from it."""
 
-    def __init__(self, rig: "Rig", name: str, root: Path):
+    def __init__(self, rig: "Rig", name: str, root: Path, heapsize: str | None = None):
         self.rig = rig
         self.aws = rig.aws
         self.name = name
         self.root = root
-        self.sim = SimDevice(root)
+        self.sim = SimDevice(root, heapsize=heapsize)
 
     # -- power ----------------------------------------------------------------------------
     def start(self) -> "Device":
@@ -172,19 +172,22 @@ class Rig:
             device.stop()
         self.devices.clear()
 
-    def provision(self, name: str, kind: str = "ec", ident=None, **config) -> Device:
-        """A device folder with config.json and its DER certificates; not powered on."""
+    def provision(
+        self, name: str, kind: str = "ec", ident=None, heapsize: str | None = None, **config
+    ) -> Device:
+        """A device folder with config.json and its DER certificates; not powered on.
+        `heapsize`: MicroPython's -X heapsize (e.g. "192K"; default: the Unix port's)."""
         ident = ident or self.aws.thing(name, kind)
         root = self.folder / "devices" / name
         settings = {"thing_name": name, "endpoint": "localhost", "port": self.aws.port, **FAST, **config}
         provision(root, settings, self.aws.ca.cert_der, ident.cert_der, ident.key_der)
-        device = Device(self, name, root)
+        device = Device(self, name, root, heapsize)
         self.devices.append(device)
         return device
 
-    def device(self, name: str, kind: str = "ec", **config) -> Device:
+    def device(self, name: str, kind: str = "ec", heapsize: str | None = None, **config) -> Device:
         """A provisioned device, powered on and connected (its first start-next answered)."""
-        device = self.provision(name, kind, **config)
+        device = self.provision(name, kind, heapsize=heapsize, **config)
         device.start()
         device.wait_log("engine: connected")
         return device
