@@ -172,6 +172,16 @@ class Client:
     def _invalid(self, kind, error):
         self.bad += 1
         self.log("jobs: invalid JSON on topic kind", kind, "(" + str(error.kind) + ")")
+        if kind == T.NOTIFY_NEXT:
+            # notify-next carries the document: one the scanner cannot read must not hide
+            # that a job is next (start-next then answers it), unless it is the head we know
+            job = getattr(error, "job_id", None)
+            number = getattr(error, "execution_number", None)
+            head = self.head
+            if job and not (head is not None and head[0] == job and number is None):
+                self.head = (job, number)
+                self.head_changed = True
+            return
         # an awaited answer whose document cannot be read: its execution is still answered
         # (FAILED with the reason), when the token and job id came before the problem
         token = getattr(error, "client_token", None)
