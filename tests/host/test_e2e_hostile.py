@@ -252,3 +252,23 @@ def test_the_heap_is_flat_over_repeated_rounds(hostile):
     print("heap free after rounds:", first, second, third)
     assert abs(second - first) <= 512 and abs(third - second) <= 512, (first, second, third)
     assert dev.sim.boots == 1 and dev.problems() == []
+
+
+def test_documents_aws_accepts_but_the_device_cannot_use_are_answered_through_the_real_service(rig):
+    # valid JSON within AWS's 32 KiB, created through the control plane: nothing injected
+    rig.faults()
+    try:
+        dev = rig.device("hostile-real")
+        cases = [
+            ('{"operation":"diag.echo","message":' + "[" * 500 + "]" * 500 + "}", "invalid JSON (depth: "),
+            ('{"operation":"gpio.write","pin":"LED","value":' + "1" * 150 + "}", "invalid JSON (number: "),
+            (json.dumps({"operation": "diag.echo", "message": "m" * 30000}), "document too large (30"),
+        ]
+        for i, (document, reason) in enumerate(cases):
+            done = dev.run(f"real-{i}", document)
+            assert done["status"] == "FAILED", done
+            assert done["statusDetails"]["detailsMap"]["reason"].startswith(reason), done
+        assert dev.run("real-ok", {"operation": "diag.echo"})["status"] == "SUCCEEDED"
+        assert dev.sim.boots == 1 and dev.problems() == []
+    finally:
+        rig.faults(response_delay=1.0)
