@@ -311,9 +311,10 @@ class _HoldHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         pos = start
+        held_here = owner.holds(name)
         try:
             while pos < len(data):
-                hold = owner.hold_at
+                hold = owner.hold_at if held_here else None
                 if hold is not None and pos >= hold:
                     self.wfile.flush()
                     owner.holding.set()
@@ -345,6 +346,7 @@ class HoldServer:
         self.files: dict[str, bytes] = {}
         self.requests: list[dict] = []
         self.hold_at: int | None = None
+        self.hold_nth: int | None = None
         self.holding = threading.Event()
         self.release_event = threading.Event()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -358,10 +360,18 @@ class HoldServer:
     def url(self, name: str) -> str:
         return f"https://localhost:{self.port}/{name}"
 
-    def hold(self, at: int) -> None:
+    def hold(self, at: int, nth_file: int | None = None) -> None:
+        """Stop at byte `at` of every file, or only of the nth distinct file asked for (1-based)."""
         self.hold_at = at
+        self.hold_nth = nth_file
         self.holding.clear()
         self.release_event.clear()
+
+    def holds(self, name: str) -> bool:
+        if self.hold_nth is None:
+            return True
+        order = list(dict.fromkeys(r["path"] for r in self.requests))
+        return name in order and order.index(name) == self.hold_nth - 1
 
     def let_go(self) -> None:
         self.hold_at = None

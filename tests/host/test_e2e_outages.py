@@ -9,6 +9,7 @@ file server that holds a download at a chosen byte, and the stand-in's `response
 """
 
 import hashlib
+import json
 
 import pytest
 
@@ -232,4 +233,55 @@ def test_power_cut_between_the_ota_reboot_and_mark_valid_rolls_back_and_reports_
     assert ota["running"] == "ota_0" and ota["slots"]["ota_1"]["state"] == "ABORTED"
     echo = dev.run("ota-cut-echo", {"operation": "diag.echo"})
     assert details(echo)["firmware"] == "1.0.0"
+    assert dev.problems() == []
+
+
+def test_power_cut_mid_ota_files_staging_resumes_without_fetching_staged_files_again(rig, hold):
+    contents = {"one.py": b"A = 1\n" * 100, "two.py": b"B = 2\n" * 20000}
+    hold.files.update(contents)
+    hold.hold(64 * 1024, nth_file=2)  # the second file fetched stops a half of the way in
+    files = [
+        {"path": name, "url": hold.url(name), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for name, data in contents.items()
+    ]
+    dev = rig.device("out-cut-files")
+    dev.job("files-cut-1", {"operation": "ota.files", "version": "app-9", "files": files})
+    assert hold.holding.wait(10)
+    staged, held = [r["path"] for r in hold.requests]
+    dev.wait_journal(lambda j: j["phase"] == "files.stage" and j.get("data", {}).get("done") == 1)
+    dev.kill()
+    hold.let_go()
+    dev.start()
+    done = dev.result("files-cut-1")
+    assert done["status"] == "SUCCEEDED", done
+    assert details(done) == {"version": "app-9", "previous": "none"}
+    fetched = [r["path"] for r in hold.requests]
+    assert fetched.count(staged) == 1 and fetched[-1] == held  # the staged file was kept
+    state = json.loads((dev.root / "app" / "app.json").read_text())
+    assert state["version"] == "app-9" and state["state"] == "VALID"
+    for name, data in contents.items():
+        assert (dev.root / "app" / state["dir"] / name).read_bytes() == data
+    assert dev.problems() == []
+
+
+def test_power_cut_mid_file_download_fails_the_job_and_keeps_the_old_file(rig, hold):
+    new = b"n" * (200 * 1024)
+    hold.files["table.csv"] = new
+    hold.hold(100 * 1024)
+    dev = rig.provision("out-cut-download")
+    (dev.root / "data").mkdir(parents=True)
+    (dev.root / "data" / "table.csv").write_bytes(b"old contents\n")
+    dev.start()
+    doc = {"operation": "file.download", "url": hold.url("table.csv"), "path": "data/table.csv",
+           "sha256": hashlib.sha256(new).hexdigest(), "size": len(new)}  # fmt: skip
+    dev.job("download-cut-1", doc)
+    assert hold.holding.wait(10)
+    dev.kill()
+    hold.let_go()
+    dev.start()
+    done = dev.result("download-cut-1")
+    assert done["status"] == "FAILED", done
+    assert details(done) == {"reason": INTERRUPTED}
+    assert (dev.root / "data" / "table.csv").read_bytes() == b"old contents\n"
+    assert not (dev.root / "data" / "table.csv.part").exists()  # no half file left behind
     assert dev.problems() == []
