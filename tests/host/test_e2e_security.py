@@ -30,6 +30,7 @@ def rig(tmp_path_factory):
     rig = Rig(tmp_path_factory.mktemp("e2e-security")).start()
     rig.wiretap = rig.sniffer("$aws/things/#", "logi2/#")
     rig.keys = {}  # thing -> DER private key of every device this module ran
+    rig.logs = []  # and the devices, for their logs
     yield rig
     rig.wiretap.stop()
     rig.stop()
@@ -40,7 +41,7 @@ def _clean(rig):
     yield
     for device in rig.devices:
         rig.keys[device.name] = (device.root / "certs" / "device.key.der").read_bytes()
-        rig.logs = getattr(rig, "logs", []) + [device]
+        rig.logs.append(device)
     rig.stop_devices()
 
 
@@ -185,7 +186,7 @@ def test_no_key_material_in_anything_the_devices_print_or_publish(rig):
     wait_until(lambda: rig.wiretap.seen("logi2/device/sec-leak"), 10, "telemetry")
     rig.stop_devices()
     rig.keys[dev.name] = (dev.root / "certs" / "device.key.der").read_bytes()
-    rig.logs = getattr(rig, "logs", []) + [dev]
+    rig.logs.append(dev)
     assert len(rig.keys) >= 4  # this module's other devices too
     haystack = b"\n".join(p for _, p in rig.wiretap.seen())
     haystack += b"\n".join(d.output().encode() for d in rig.logs)
