@@ -140,7 +140,7 @@ CASES = [
         "REJECTED",
         "pin: alias or GPIO number expected",
     ),
-    ("operation of the wrong type", b'{"operation":7}', "REJECTED", "operation missing"),
+    ("operation of the wrong type", b'{"operation":7}', "REJECTED", "operation: string expected"),
     ("non-UTF-8", b'{"operation":"diag.echo","message":"\xff\xfe\xc3"}', "FAILED", "invalid JSON (utf8: "),
     (
         "huge integer",
