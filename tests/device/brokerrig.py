@@ -1,4 +1,6 @@
 # brokerrig: an Engine built by jobs.engine.build() against the test broker and responder.
+import random
+
 import opsfallback
 
 ops = opsfallback.load()
@@ -21,6 +23,10 @@ class Board:
         pass
 
 
+# a journal of its own per run: concurrent runs (other worktrees, CI jobs) must not share one
+_RUN = str(random.getrandbits(30))
+
+
 def build(thing, port=None, **overrides):
     pki = env("MPTEST_PKI")
     raw = {
@@ -30,7 +36,7 @@ def build(thing, port=None, **overrides):
         "ca": pki + "/ca.cert.der",
         "cert": pki + "/" + thing + ".cert.der",
         "key": pki + "/" + thing + ".key.der",
-        "journal": "/tmp/mptest-broker-journal-" + thing + ".json",
+        "journal": "/tmp/mptest-broker-journal-" + thing + "-" + _RUN + ".json",
         "request_timeout_ms": 3000,
         "retry_base_ms": 20,
         "progress_interval_ms": 0,
