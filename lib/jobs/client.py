@@ -84,10 +84,7 @@ class Client:
         self.topics = topics
         self.tokens = tokens
         self.scanner = scanner
-        self.timeout_ms = cfg["request_timeout_ms"]
-        self.retries = cfg["retries"]
-        self.retry_base_ms = cfg["retry_base_ms"]
-        self.max_document = cfg["max_document"]
+        self.cfg = cfg  # read at each use: config.set changes the remotely settable keys
         self.log = log
         link.set_handler(self)
         # the awaited answer
@@ -107,6 +104,22 @@ class Client:
         self.bad = 0  # messages that are not valid JSON
         self._large_kind = 0
         self._large_error = None
+
+    @property
+    def timeout_ms(self):
+        return self.cfg["request_timeout_ms"]
+
+    @property
+    def retries(self):
+        return self.cfg["retries"]
+
+    @property
+    def retry_base_ms(self):
+        return self.cfg["retry_base_ms"]
+
+    @property
+    def max_document(self):
+        return self.cfg["max_document"]
 
     @property
     def ignored(self):
@@ -159,17 +172,37 @@ class Client:
     def _invalid(self, kind, error):
         self.bad += 1
         self.log("jobs: invalid JSON on topic kind", kind, "(" + str(error.kind) + ")")
-        # an awaited answer that cannot be read: the job it names is answered by the engine
-        if self._awaiting is not None and self._want_doc and kind in (
-            T.START_NEXT_ACCEPTED,
-            T.DESCRIBE_ACCEPTED,
+        if kind == T.NOTIFY_NEXT:
+            # notify-next carries the document: one the scanner cannot read must not hide
+            # that a job is next (start-next then answers it), unless it is the head we know
+            job = getattr(error, "job_id", None)
+            number = getattr(error, "execution_number", None)
+            head = self.head
+            if job and not (head is not None and head[0] == job and number is None):
+                self.head = (job, number)
+                self.head_changed = True
+            return
+        # an awaited answer whose document cannot be read: its execution is still answered
+        # (FAILED with the reason), when the token and job id came before the problem
+        token = getattr(error, "client_token", None)
+        if (
+            token is not None
+            and token == self._awaiting
+            and self._want_doc
+            and kind in (T.START_NEXT_ACCEPTED, T.DESCRIBE_ACCEPTED)
+            and getattr(error, "job_id", None)
         ):
-            f = self.scanner.fields if hasattr(self.scanner, "fields") else None
-            if f is not None and f.client_token == self._awaiting and f.job_id:
-                self._record(kind, f, None)
-                ex = self.execution
-                if ex is not None:
-                    ex.doc_error = "invalid JSON (" + str(error.kind) + ")"
+            self.tokens.take(token)
+            f = self.scanner.fields  # cleared by the failed scan: refill what it had read
+            f.client_token = token
+            f.has_execution = True
+            f.job_id = error.job_id
+            f.execution_number = error.execution_number
+            f.version_number = error.version_number
+            self._record(kind, f, None)
+            ex = self.execution
+            if ex is not None:
+                ex.doc_error = "invalid JSON (" + str(error.kind) + ": " + str(error.why) + ")"
 
     def _dispatch(self, kind, f, payload):
         if kind == T.NOTIFY_NEXT:

@@ -161,6 +161,8 @@ class Engine:
 
     def _telemetry(self):
         t = self.telemetry
+        if t is not None:
+            t.interval_s = self.cfg["telemetry_interval_s"]  # config.set may have changed it
         if t is not None and t.due():
             t.send(self.link, self.stats())
 

@@ -317,6 +317,11 @@ class MQTT(MQTTClient):
             while self._connack < 0:
                 if not self.receive(deadline) and _expired(deadline):
                     raise LinkDown("no CONNACK within the connect timeout")
+        except ValueError as e:
+            # MicroPython's ssl reports a failed certificate check (wrong host name, unknown
+            # CA) as ValueError: a link failure like any other, retried with backoff
+            self.close()
+            raise LinkDown("TLS: " + " ".join(str(e).split()))
         except Exception:
             self.close()
             raise

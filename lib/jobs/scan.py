@@ -113,6 +113,13 @@ class ScanError(ValueError):
         super().__init__("%s error at byte %d: %s" % (kind, offset, why))
         self.kind = kind
         self.offset = offset
+        self.why = why
+        # what the message named before the error (the Fields are cleared): the caller can
+        # still answer an execution whose document cannot be read
+        self.client_token = None
+        self.job_id = None
+        self.execution_number = None
+        self.version_number = None
 
 
 class Fields:
@@ -211,6 +218,10 @@ class Scanner:
             error = ScanError("truncated", self._base, "the message ends early")
             self._error = error
         if error is not None:
+            error.client_token = fields.client_token
+            error.job_id = fields.job_id
+            error.execution_number = fields.execution_number
+            error.version_number = fields.version_number
             fields.reset()
             raise error
         fields.size = self._base

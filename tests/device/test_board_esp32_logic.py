@@ -1,5 +1,6 @@
 # The ESP32 boards' logic (boards/esp32/espboard.py) with the port's machine/esp32/network/ntptime
 # modules replaced by recorders: no ESP32 is attached here, this checks the logic, not the chip.
+import random
 import sys
 import time
 
@@ -176,7 +177,7 @@ def test_ota_pending_until_mark_valid_and_rollback_detected():
 
     try:
         espboard, Board = _espboard()
-        espboard._OTA_FILE = "/tmp/mptest-esp-ota.json"
+        espboard._OTA_FILE = "/tmp/mptest-esp-ota-" + str(random.getrandbits(30)) + ".json"
         try:
             os.remove(espboard._OTA_FILE)
         except OSError:

@@ -179,8 +179,10 @@ def validate(doc, board=None):
     if reason:
         return None, reason
     name = doc.get("operation")
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         return None, "operation missing"
+    if not isinstance(name, str):
+        return None, "operation: string expected"
     op = find(name)
     if op is None:
         return None, "unsupported operation " + name[:64]

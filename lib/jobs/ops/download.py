@@ -81,7 +81,7 @@ class Download(ops.Op):
 
     def run(self, job):
         doc = job.doc
-        target = job.board.root.rstrip("/") + "/" + "/".join(p for p in doc["path"].split("/") if p)
+        target = _target(job)
         makedirs_for(target)
         size = doc.get("size")
         if size is None:
@@ -89,6 +89,17 @@ class Download(ops.Op):
         part = fetch_file(job, doc["url"], target, doc["sha256"], size, bytearray(https.BLOCK))
         os.rename(part, target)
         return {"path": doc["path"], "size": str(size)}
+
+
+    def resume(self, job):
+        """After a reset mid-download: remove the partial file; the job fails (not re-run)."""
+        if job.doc and isinstance(job.doc.get("path"), str):
+            _remove(_target(job) + ".part")
+        raise ops.Failed("interrupted by reset, not re-run")
+
+
+def _target(job):
+    return job.board.root.rstrip("/") + "/" + "/".join(p for p in job.doc["path"].split("/") if p)
 
 
 def _probe_size(job, url):
