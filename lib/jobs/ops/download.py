@@ -90,11 +90,10 @@ class Download(ops.Op):
         os.rename(part, target)
         return {"path": doc["path"], "size": str(size)}
 
-
     def resume(self, job):
         """After a reset mid-download: remove the partial file; the job fails (not re-run)."""
         if job.doc and isinstance(job.doc.get("path"), str):
-            _remove(_target(job) + ".part")
+            store.remove(_target(job) + ".part")
         raise ops.Failed("interrupted by reset, not re-run")
 
 
