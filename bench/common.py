@@ -79,6 +79,15 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (s); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def idle_micropython_rss_kib() -> int:
     """Peak RSS of the PyPI `micropython` wrapper doing nothing (a CPython process hosting the port)."""
     proc = subprocess.Popen([micropython_binary(), "-c", "import time; time.sleep(2)"])
@@ -146,6 +155,25 @@ def job_span(aws, job_ids, thing: str) -> float:
     return float(last["lastUpdatedAt"]) - float(first["startedAt"])
 
 
+class ServiceDied(BenchError):
+    """The stand-in's Jobs service process ended during a run (the run is not a measurement)."""
+
+
+def check_service(aws) -> None:
+    if aws.service is None or aws.service.poll() is not None:
+        code = None if aws.service is None else aws.service.returncode
+        raise ServiceDied(f"the stand-in's Jobs service exited (status {code}): {aws._service_log()[-600:]}")
+
+
+def cancel_pending(aws, thing: str) -> None:
+    """Cancel what a failed run left queued or in progress for `thing`, so the next run starts clean."""
+    from tools.standin.engine import TERMINAL
+
+    for summary in aws.engine.list_executions_for_thing(thing)["executionSummaries"]:
+        if summary["jobExecutionSummary"]["status"] not in TERMINAL:
+            aws.cancel_job(summary["jobId"], force=True)
+
+
 def wait_all_terminal(aws, job_ids, thing: str, timeout: float, alive=None) -> dict:
     """Wait until every execution is terminal (in order, so polling the last is enough first)."""
     from tools.standin.engine import TERMINAL
@@ -157,6 +185,7 @@ def wait_all_terminal(aws, job_ids, thing: str, timeout: float, alive=None) -> d
             break
         if alive is not None and not alive():
             raise BenchError(f"{thing}: the device process ended before the jobs were done")
+        check_service(aws)
         if time.monotonic() > deadline:
             done = sum(1 for j in job_ids if aws.describe_execution(j, thing)["status"] in TERMINAL)
             raise BenchError(f"{thing}: only {done}/{len(job_ids)} jobs terminal after {timeout:.0f}s")

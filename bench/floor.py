@@ -24,7 +24,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from bench.common import BenchError, job_span, wait_all_terminal
+from bench.common import BenchError, check_service, job_span, wait_all_terminal
 from tools import certs
 from tools.broker import SERVICE_IDENTITY
 
@@ -189,7 +189,12 @@ class MinimalDevice:
         _connect(self.client, self.port, [self.prefix + "start-next/+", self.prefix + "+/update/+"], True)
         try:
             self.client.publish(self.prefix + "start-next", json.dumps({"clientToken": "m"}), qos=1)
-            if not self.idle.wait(timeout):
+            deadline = time.monotonic() + timeout
+            while not self.idle.wait(0.5):
+                check_service(aws)
+                if time.monotonic() > deadline:
+                    break
+            if not self.idle.is_set():
                 raise BenchError(f"minimal device: {self.count}/{len(job_ids)} jobs in {timeout:.0f}s")
             if self.error:
                 raise BenchError(f"minimal device: {self.error}")

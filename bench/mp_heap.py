@@ -28,8 +28,12 @@ def report(key, value):
 
 
 def cycles(count):
+    gc.collect()
+    start = gc.mem_alloc()
     from enginerig import Rig
 
+    gc.collect()
+    report("heap_code", gc.mem_alloc() - start)  # modules the rig loads: bytecode frozen on an ESP32
     rig = Rig(max_document=8192, buffer_size=8192)
     rig.logs = None
     rig.client.log = rig.engine.log = lambda *a: None
@@ -51,6 +55,7 @@ def cycles(count):
             gc.collect()
             marks[i] = gc.mem_alloc()
     elapsed = time.ticks_diff(time.ticks_ms(), t0)
+    report("heap_start", start)
     report("heap_at_100", marks[min(100, count)])
     report("heap_at_end", marks[count])
     report("cycle_us", elapsed * 1000 // count)

@@ -127,13 +127,16 @@ class PeerDevice:
         self.connection.connect().result(15)
         try:
             self.subscribe()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             self.try_start_next()
             if not self.finished.wait(timeout):
                 self.error = f"{self.done}/{self.args.expect} jobs in {timeout:.0f}s"
         finally:
             self.connection.disconnect().result(10)
+        after = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "jobs": self.done,
+            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
             "error": self.error,
             "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
@@ -160,9 +163,10 @@ def run_once(aws, thing: str, folder, tag: str, count: int, timeout: float) -> d
     """Host side: queue the jobs, run the SDK device process, span (s) and its peak RSS (KiB)."""
     import os
     import subprocess
+    import time
     from pathlib import Path
 
-    from bench.common import ROOT, BenchError, job_span, stop_process, wait_all_terminal
+    from bench.common import ROOT, BenchError, check_service, job_span, stop_process, wait_all_terminal
     from bench.device import gpio_jobs
 
     ident = aws.thing(thing, "ec")
@@ -193,10 +197,15 @@ def run_once(aws, thing: str, folder, tag: str, count: int, timeout: float) -> d
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        out, _ = proc.communicate(timeout=timeout + 30)
-    except subprocess.TimeoutExpired:
-        stop_process(proc)
-        raise BenchError(f"SDK device: no result within {timeout + 30:.0f}s") from None
+        deadline = time.monotonic() + timeout + 30
+        while True:
+            try:
+                out, _ = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                check_service(aws)
+                if time.monotonic() > deadline:
+                    raise BenchError(f"SDK device: no result within {timeout + 30:.0f}s") from None
     finally:
         stop_process(proc)
     lines = [line for line in out.splitlines() if line.startswith("{")]
@@ -206,4 +215,4 @@ def run_once(aws, thing: str, folder, tag: str, count: int, timeout: float) -> d
     counts = wait_all_terminal(aws, job_ids, thing, 10)
     if counts.get("SUCCEEDED") != count:
         raise BenchError(f"SDK device: {counts} (expected {count} SUCCEEDED)")
-    return {"span": job_span(aws, job_ids, thing), "rss_kib": result["maxrss_kib"]}
+    return {"span": job_span(aws, job_ids, thing), "rss_kib": result["maxrss_kib"], "cpu": result["cpu"]}

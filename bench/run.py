@@ -12,6 +12,7 @@ failed (the message says which and why); a missed goal is reported, not an error
 import argparse
 import csv
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -20,7 +21,15 @@ import traceback
 from pathlib import Path
 
 from bench import device, floor, micro, peer, scale
-from bench.common import ROOT, BenchError, Figure, idle_micropython_rss_kib, machine
+from bench.common import (
+    ROOT,
+    BenchError,
+    Figure,
+    ServiceDied,
+    cancel_pending,
+    idle_micropython_rss_kib,
+    machine,
+)
 from bench.service import BenchStandIn
 
 SECTIONS = ("floor", "device", "peer", "heap", "scanner", "size", "scale")
@@ -32,6 +41,7 @@ class Bench:
         self.figures: dict = {}
         self.extra: dict = {}
         self.failures: list = []
+        self.attempt = 0  # part of job ids, so a round run again never reuses one
 
     def fig(self, key, name, unit, goal="", note="") -> Figure:
         if key not in self.figures:
@@ -49,7 +59,18 @@ class Bench:
             return
         began = time.monotonic()
         try:
-            fn(*args)
+            try:
+                fn(*args)
+            except ServiceDied as died:
+                # a crash of the stand-in, not of the device measured: note it, restart, run again once
+                self.extra.setdefault("service_crashes", []).append(f"{name}: {died}")
+                self.say(f"{name}: {died}; restarting the service and running this round again")
+                aws = args[0]
+                aws.start_service()
+                for thing in ("bench-min", "bench-dev", "bench-sdk"):
+                    cancel_pending(aws, thing)
+                self.attempt += 1
+                fn(*args)
         except BenchError as err:
             self.failures.append(f"{name}: {err}")
             self.say(f"{name} FAILED: {err}")
@@ -91,22 +112,26 @@ class Bench:
         rtt = floor.broker_rtt(aws, "bench-floor", self.args.rtt_samples)
         self.add("rtt_ms", statistics.median(rtt) * 1000, "broker round trip (paho, mTLS, QoS 1)", "ms")
         minimal = floor.MinimalDevice(aws, "bench-min")
-        ids = device.gpio_jobs(aws, "bench-min", f"min{r}", self.args.jobs)
+        ids = device.gpio_jobs(aws, "bench-min", f"min{r}-{self.attempt}", self.args.jobs)
         span = minimal.run(aws, ids, "bench-min", self.args.timeout)
         self.add("minimal_ms", span / len(ids) * 1000, "minimal paho device per job (measured)", "ms")
 
     def device_round(self, aws, folder, r) -> None:
         result = device.run_once(
-            aws, "bench-dev", folder / "dev", f"dev{r}", self.args.jobs, self.args.timeout
+            aws, "bench-dev", folder / "dev", f"dev{r}-{self.attempt}", self.args.jobs, self.args.timeout
         )
         self.add("ours_ms", result["span"] / self.args.jobs * 1000, "our device per job", "ms")
         self.add("ours_jobs_s", self.args.jobs / result["span"], "our device throughput", "jobs/s")
+        self.add("ours_cpu_ms", result["cpu"] / self.args.jobs * 1000, "our device CPU per job", "ms")
         self.add("ours_rss_mib", result["rss_kib"] / 1024, "our device peak RSS", "MiB")
 
     def peer_round(self, aws, folder, r) -> None:
-        result = peer.run_once(aws, "bench-sdk", folder, f"sdk{r}", self.args.jobs, self.args.timeout)
+        result = peer.run_once(
+            aws, "bench-sdk", folder, f"sdk{r}-{self.attempt}", self.args.jobs, self.args.timeout
+        )
         self.add("peer_ms", result["span"] / self.args.jobs * 1000, "SDK v2 device per job", "ms")
         self.add("peer_jobs_s", self.args.jobs / result["span"], "SDK v2 device throughput", "jobs/s")
+        self.add("peer_cpu_ms", result["cpu"] / self.args.jobs * 1000, "SDK v2 device CPU per job", "ms")
         self.add("peer_rss_mib", result["rss_kib"] / 1024, "SDK v2 device peak RSS", "MiB")
 
     def idle_rss(self) -> None:
@@ -232,6 +257,15 @@ class Bench:
             "<= 256",
             f"{values['heap_at_100']} -> {values['heap_at_end']}",
         )
+        code = int(values["heap_code"])
+        self.add("heap_code_kib", code / 1024, "of which: modules the rig imports (.mpy bytecode)", "KiB")
+        self.add(
+            "heap_without_code_kib",
+            smallest - code / 1024,
+            "smallest heap less that bytecode (frozen on ESP32)",
+            "KiB",
+            "<= 32",
+        )
         self.add("cycle_us", int(values["cycle_us"]) / 1000, "job cycle in-process at that heap", "ms")
         other = micro.import_and_stream(env)
         self.add(
@@ -294,12 +328,29 @@ class Bench:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["key"])
             writer.writeheader()
             writer.writerows(rows)
+        (out / "results.md").write_text(self.markdown(info))
         try:
             from bench.plot import plot
 
             plot(self.figures, self.extra, info, out / "results.png")
         except Exception as err:  # noqa: BLE001 - a missing plot must not lose the figures
             self.failures.append(f"plot: {err!r}")
+
+    def markdown(self, info: dict) -> str:
+        """The table for docs/benchmarks.md."""
+        head = (
+            f"{info['date']}; {info['nproc']} x {info['cpu']}; Python {info['python']}; "
+            f"MicroPython {info['micropython']}; load {info['load_1min_at_start']} at start; "
+            f"{self.args.repeats} repeats\n\n"
+        )
+        lines = ["| figure | median | min | max | unit | goal | met |", "|---|---|---|---|---|---|---|"]
+        for f in self.figures.values():
+            r = f.row()
+            lines.append(
+                f"| {r['name']} | {r['median']:.4g} | {r['min']:.4g} | {r['max']:.4g} | {r['unit']} "
+                f"| {r['goal']} | {r['met']} |"
+            )
+        return head + "\n".join(lines) + "\n"
 
     def table(self) -> str:
         lines = [f"{'figure':58} {'median':>10} {'min':>10} {'max':>10}  {'unit':8} {'goal':8} met"]
@@ -320,7 +371,7 @@ def parse(argv):
     parser.add_argument("--cycles", type=int, default=10000, help="job cycles for the heap figure")
     parser.add_argument("--search-cycles", type=int, default=1000, help="cycles per heap bisection step")
     parser.add_argument("--scan-sizes", default="1024,8192,32768")
-    parser.add_argument("--scale-steps", default="10,25,50,100,250,500")
+    parser.add_argument("--scale-steps", default="1,2,5,10,25,50,100,250,500")
     parser.add_argument("--scale-jobs", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=180, help="seconds for one run of one device")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma list of " + ",".join(SECTIONS))
@@ -352,6 +403,8 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so every process started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.monotonic()
     info = machine()
     bench = Bench(args)
@@ -367,7 +420,7 @@ def main(argv=None) -> int:
     info["seconds"] = round(time.monotonic() - began, 1)
     bench.write(args.out, info)
     print(bench.table())
-    print(f"results: {args.out}/results.json, results.csv, results.png ({info['seconds']:.0f} s)")
+    print(f"results: {args.out}/results.json, .csv, .md, .png ({info['seconds']:.0f} s)")
     for failure in bench.failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if bench.failures else 0
