@@ -121,7 +121,13 @@ def machine() -> dict:
         pass
     try:
         mp = subprocess.run(
-            [micropython_binary(), "-c", "import sys; print(sys.version, sys.implementation)"],
+            [
+                micropython_binary(),
+                "-c",
+                "import sys; v = sys.implementation.version; "
+                "print('%d.%d.%d' % v[:3] + ('-' + v[3] if len(v) > 3 and v[3] else ''), "
+                "'(' + sys.version.split('; ')[-1] + ', ' + str(sys.implementation._machine) + ')')",
+            ],
             capture_output=True,
             text=True,
             timeout=20,

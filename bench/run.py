@@ -284,7 +284,7 @@ class Bench:
 
     # ----- 7: scale -----------------------------------------------------------------------
     def scale(self, folder: Path) -> None:
-        steps, best, rows = self.args.scale_steps, 0, []
+        steps, best, rows, misses = self.args.scale_steps, 0, [], 0
         with BenchStandIn(folder / "aws-scale") as aws:
             for count in steps:
                 self.say(f"scale: {count} devices x {self.args.scale_jobs} jobs")
@@ -292,9 +292,11 @@ class Bench:
                 rows.append(row)
                 self.say(f"scale: {count} devices: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms")
                 if row["p99_ms"] <= 50 and row["succeeded"] == count * self.args.scale_jobs:
-                    best = count
-                elif count != steps[-1]:
-                    # one more step is wasted time; measure the goal's count once for the record
+                    best, misses = count, 0
+                    continue
+                misses += 1  # one outlier makes a small step's p99: stop after two misses in a row
+                if misses >= 2 and count != steps[-1]:
+                    # larger counts only queue longer: measure the last (the goal) once for the record
                     last = scale.step(
                         aws, steps[-1], self.args.scale_jobs, f"s{steps[-1]}", self.args.timeout
                     )
