@@ -27,6 +27,7 @@ from bench.common import (
     Figure,
     ServiceDied,
     cancel_pending,
+    check_service,
     idle_micropython_rss_kib,
     machine,
 )
@@ -288,7 +289,7 @@ class Bench:
         with BenchStandIn(folder / "aws-scale") as aws:
             for count in steps:
                 self.say(f"scale: {count} devices x {self.args.scale_jobs} jobs")
-                row = scale.step(aws, count, self.args.scale_jobs, f"s{count}", self.args.timeout)
+                row = self.scale_step(aws, count)
                 rows.append(row)
                 self.say(f"scale: {count} devices: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms")
                 if row["p99_ms"] <= 50 and row["succeeded"] == count * self.args.scale_jobs:
@@ -297,10 +298,7 @@ class Bench:
                 misses += 1  # one outlier makes a small step's p99: stop after two misses in a row
                 if misses >= 2 and count != steps[-1]:
                     # larger counts only queue longer: measure the last (the goal) once for the record
-                    last = scale.step(
-                        aws, steps[-1], self.args.scale_jobs, f"s{steps[-1]}", self.args.timeout
-                    )
-                    rows.append(last)
+                    rows.append(self.scale_step(aws, steps[-1]))
                     break
         self.extra["scale_steps"] = rows
         self.add(
@@ -312,6 +310,26 @@ class Bench:
         )
         top = rows[-1]
         self.add("scale_top_p99", top["p99_ms"], f"p99 at {top['devices']} devices", "ms")
+
+    def scale_step(self, aws, count: int) -> dict:
+        """One load-test step, run again once if it fails (a crashed service is restarted first)."""
+        timeout = min(self.args.timeout, 30 + count * 0.2)
+        for attempt in (1, 2):
+            try:
+                check_service(aws)
+                return scale.step(aws, count, self.args.scale_jobs, f"s{count}-{attempt}", timeout)
+            except (ServiceDied, TimeoutError, RuntimeError) as err:
+                problem = str(err)
+                try:
+                    check_service(aws)
+                except ServiceDied as died:
+                    problem = str(died)
+                    aws.start_service()
+                self.extra.setdefault("scale_retries", []).append(f"{count} devices: {problem}")
+                self.say(f"scale: {count} devices: {problem}")
+                if attempt == 2:
+                    raise BenchError(f"scale: {count} devices, twice: {problem}") from None
+        raise AssertionError("unreachable")
 
     # ----- output -------------------------------------------------------------------------
     def write(self, out: Path, info: dict) -> None:
