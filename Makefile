@@ -109,3 +109,8 @@ flash: $(VENV)/.requirements
 
 vboard: $(VENV)/.requirements build/deps/.fetched
 	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple
+
+# --- benchmarks (docs/benchmarks.md): floor, our device, the SDK v2 peer, heap, scanner, size, scale ---
+.PHONY: bench
+bench: setup
+	$(PYTHON) -m bench.run $(BENCH_ARGS)

@@ -21,8 +21,9 @@ def load(path, default=None):
 def save(path, value):
     """Write `value` as JSON to `path` atomically."""
     tmp = path + ".tmp"
+    data = json.dumps(value)  # one write: json.dump would issue a write per token
     with open(tmp, "w") as f:
-        json.dump(value, f)
+        f.write(data)
     os.rename(tmp, path)
 
 
