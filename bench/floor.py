@@ -111,7 +111,7 @@ def service_processing(jobs: int = 200, profile: bool = False) -> tuple:
         for i in range(jobs):
             doc = json.dumps({"operation": "gpio.write", "pin": "LED", "value": i % 2})
             engine.create_job(f"svc-{i}", {"targets": [arn], "document": doc})
-        engine.drain_outbox()
+        engine.ack_outbox([row[0] for row in engine.outbox_after(0, limit=100000)])
         prefix = f"$aws/things/{thing}/jobs/"
         profiler = cProfile.Profile() if profile else None
         per_job = []
