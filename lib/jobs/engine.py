@@ -415,6 +415,11 @@ class Engine:
         if r == C.TIMEOUT:
             raise LinkDown("describe: no answer")
         ex = c.execution
+        if r == C.REJECTED and c.code in ("RequestThrottled", "InternalError"):
+            self.log("engine: describe of journaled job", key[0], "refused (" + c.code + "); later")
+            self.want_recover = True  # transient: never drop the journal for it
+            self._pause()
+            return
         if r == C.REJECTED or ex is None or ex.status in TERMINAL:
             self.log("engine: journaled job", key[0], "is over (" + str(c.code or (ex and ex.status)) + ")")
             self._drop(entry)

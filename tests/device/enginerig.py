@@ -1,7 +1,7 @@
 # enginerig: builds an Engine on the in-process fake service, with tiny test operations.
 """Test operations (real Op subclasses per the contract) and an engine wired to FakeLink."""
 
-import os
+import random
 
 from fakejobs import FakeLink, FakeService
 from jobs import client as C  # noqa: E402
@@ -19,7 +19,8 @@ THING = "engine-1"
 
 from testops import HOOK, RUNS, Board, Reset  # noqa: E402,F401
 
-_JOURNAL = "/tmp/mptest-engine-journal-" + str(os.getpid() if hasattr(os, "getpid") else 0) + ".json"
+# the Unix port's os has no getpid: a random name keeps concurrent runs (other worktrees) apart
+_JOURNAL = "/tmp/mptest-engine-journal-" + str(random.getrandbits(30)) + ".json"
 
 
 def settings(**overrides):

@@ -212,13 +212,19 @@ def test_reset_while_running_fails_without_rerun():
     assert RUNS.get("test.echo", 0) == before
 
 
-def test_reset_in_an_op_phase_resumes_the_op():
+def _reset_in_test_reboot(job_id):
+    """A rig whose test.reboot job `job_id` has journaled and reset the board."""
     rig = Rig()
-    rig.create("boot", {"operation": "test.reboot"})
+    rig.create(job_id, {"operation": "test.reboot"})
     try:
         rig.until(lambda: False, steps=50)
     except Reset:
         pass
+    return rig
+
+
+def test_reset_in_an_op_phase_resumes_the_op():
+    rig = _reset_in_test_reboot("boot")
     assert rig.journal.read()["phase"] == "rebooting"
     assert [u[1] for u in rig.updates("boot")] == ["IN_PROGRESS"]
     # a new boot: same journal file, same service
@@ -335,3 +341,12 @@ def test_progress_must_is_true_only_when_the_update_is_accepted():
     ], seen
     assert rig.service.status("must") == "CANCELED"
     assert rig.engine.canceled == 1
+
+
+def test_describe_throttled_after_a_reset_keeps_the_journal_and_tries_again():
+    rig = _reset_in_test_reboot("boot2")
+    rig.service.faults["describe"] = ["InternalError"] * 5 + ["RequestThrottled"]  # past the retries
+    rig2 = Rig(service=rig.service, fresh_journal=False)
+    rig2.until(lambda: rig.service.status("boot2") == "SUCCEEDED")
+    assert rig.service.faults["describe"] == []  # every refusal was seen; none dropped the job
+    assert any("refused (InternalError)" in line for line in rig2.logs), rig2.logs
