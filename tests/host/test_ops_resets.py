@@ -191,3 +191,17 @@ def test_file_download_resume_with_a_lost_part_starts_again(tmp_path, server):
     assert after[0]["start"] == 0
     assert device.result()["status"] == "SUCCEEDED", device.result()
     assert hashlib.sha256((device.state / "lost.bin").read_bytes()).hexdigest() == sha
+
+
+def test_app_self_test_update_not_accepted_is_never_committed_and_rolls_back(tmp_path, server):
+    source = b"VERSION = 'refused'\n"
+    (server.files / "refused_app.py").write_bytes(source)
+    url = f"https://localhost:{server.port}/refused_app.py"
+    item = {"path": "app.py", "url": url, "sha256": hashlib.sha256(source).hexdigest(), "size": len(source)}
+    device = Device(tmp_path, ota_config(server))
+    assert device.boot({"operation": "ota.files", "version": "app-2", "files": [item]}) == RESET
+    assert device.boot(DRIVE_REFUSE=1) == RESET  # self-test update not accepted: no commit
+    assert "self-test" in (device.state / "simboard" / "reset.json").read_text()
+    assert device.boot() == 0
+    assert device.result()["status"] == "FAILED"
+    assert device.result()["details"] == {"reason": "rolled back"}
