@@ -48,9 +48,12 @@ class Job:
         self.canceled = False
         self._last_progress = None
 
-    def progress(self, details=None):
+    def progress(self, details=None, must=False):
         """Report IN_PROGRESS (rate-limited; re-arms the step timer). False: the job was
-        canceled; clean up and raise ops.Canceled."""
+        canceled; clean up and raise ops.Canceled. must=True: send now (reconnecting if need
+        be) and return True only when the service answered update/accepted."""
+        if must:
+            return self._engine._progress_accepted(self, details)
         return self._engine._progress(self, details)
 
     def checkpoint(self, phase, data=None):
@@ -65,7 +68,7 @@ class Job:
         if self.phase in (None, "running"):
             self.phase = "reboot"
         self._engine._journal_job(self)
-        if not self._engine._report_progress(self, details, must=True):
+        if not self._engine._progress_accepted(self, details):
             if self.canceled:
                 raise ops.Canceled()
             raise ops.Failed("could not report IN_PROGRESS before the reboot")
@@ -352,6 +355,18 @@ class Engine:
         self._report_progress(job, details)
         return not job.canceled
 
+    def _progress_accepted(self, job, details):
+        if job.canceled:
+            return False
+        self._feed()
+        for _ in range(2):  # a second try only after a VersionMismatch was reconciled
+            version = job.version
+            if self._report_progress(job, details, must=True):
+                return True
+            if job.canceled or job.version == version:
+                return False
+        return False
+
     def _report_progress(self, job, details, must=False):
         """IN_PROGRESS update; True when accepted. Sets job.canceled when the execution is over."""
         if not self.link.connected:
@@ -402,6 +417,11 @@ class Engine:
         if r == C.TIMEOUT:
             raise LinkDown("describe: no answer")
         ex = c.execution
+        if r == C.REJECTED and c.code in ("RequestThrottled", "InternalError"):
+            self.log("engine: describe of journaled job", key[0], "refused (" + c.code + "); later")
+            self.want_recover = True  # transient: never drop the journal for it
+            self._pause()
+            return
         if r == C.REJECTED or ex is None or ex.status in TERMINAL:
             self.log("engine: journaled job", key[0], "is over (" + str(c.code or (ex and ex.status)) + ")")
             self._drop(entry)

@@ -19,8 +19,7 @@ THING = "engine-1"
 
 from testops import HOOK, RUNS, Board, Reset  # noqa: E402,F401
 
-# MicroPython's os has no getpid: a random name keeps concurrent test runs (two worktrees, or
-# CI jobs on one machine) from sharing, and clearing, one journal file
+# the Unix port's os has no getpid: a random name keeps concurrent runs (other worktrees) apart
 _JOURNAL = "/tmp/mptest-engine-journal-" + str(random.getrandbits(30)) + ".json"
 
 

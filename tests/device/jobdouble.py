@@ -5,6 +5,7 @@ job = Job(board, {"operation": "gpio.write", ...}, config={}, journal=path)
 job.updates      -> [("IN_PROGRESS", details), ...]
 job.cancel_after -> number of progress() calls answered True before False (None: never)
 job.reset_at     -> n: the n-th checkpoint() resets the board after journaling (a crash test)
+job.refuse_must  -> True: progress(details, must=True) is never accepted (returns False)
 """
 
 import json
@@ -25,6 +26,7 @@ class Job:
         self.checkpoints = 0
         self.cancel_after = None
         self.reset_at = None
+        self.refuse_must = False
         if journal:
             saved = _load(journal)
             if saved:
@@ -33,7 +35,9 @@ class Job:
                 self.phase = saved["phase"]
                 self.data = saved["data"] or {}
 
-    def progress(self, details):
+    def progress(self, details, must=False):
+        if must and self.refuse_must:
+            return False  # the service rejected the update, or never answered
         if self.cancel_after is not None:
             if self.cancel_after <= 0:
                 return False

@@ -5,7 +5,8 @@ What the firmware does at boot, reduced to one job: the board's boot selection, 
 boot hook, then resume the journaled job (or run the one in doc.json). The outcome goes to
 <state_dir>/result.json. A reset ends the process with status 75.
 Environment: DRIVE_RESET_AT=n resets at the n-th checkpoint; DRIVE_CRASH=1 resets right after
-boot (a new image that dies before its self-test); DRIVE_HEAP=1 records the peak live heap.
+boot (a new image that dies before its self-test); DRIVE_REFUSE=1: updates that must be accepted
+are not (a self-test whose IN_PROGRESS is rejected or unanswered); DRIVE_HEAP=1 records the peak live heap.
 """
 
 import gc
@@ -61,6 +62,8 @@ def main(argv):
             job.doc = ops.normalize(json.load(f))
     if os.getenv("DRIVE_RESET_AT"):
         job.reset_at = int(os.getenv("DRIVE_RESET_AT"))
+    if os.getenv("DRIVE_REFUSE"):
+        job.refuse_must = True
     if os.getenv("DRIVE_HEAP"):
         _sample()
     op, reason = ops.validate(job.doc, b)

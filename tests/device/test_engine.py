@@ -212,13 +212,19 @@ def test_reset_while_running_fails_without_rerun():
     assert RUNS.get("test.echo", 0) == before
 
 
-def test_reset_in_an_op_phase_resumes_the_op():
+def _reset_in_test_reboot(job_id):
+    """A rig whose test.reboot job `job_id` has journaled and reset the board."""
     rig = Rig()
-    rig.create("boot", {"operation": "test.reboot"})
+    rig.create(job_id, {"operation": "test.reboot"})
     try:
         rig.until(lambda: False, steps=50)
     except Reset:
         pass
+    return rig
+
+
+def test_reset_in_an_op_phase_resumes_the_op():
+    rig = _reset_in_test_reboot("boot")
     assert rig.journal.read()["phase"] == "rebooting"
     assert [u[1] for u in rig.updates("boot")] == ["IN_PROGRESS"]
     # a new boot: same journal file, same service
@@ -293,3 +299,54 @@ def test_the_loop_and_progress_feed_the_watchdog():
 
 def test_ops_is_the_contracts():
     assert ops.find("test.echo").name == "test.echo"
+
+
+def test_progress_must_is_true_only_when_the_update_is_accepted():
+    rig = Rig(progress_interval_ms=60000)
+    seen = []
+    answer = rig.service.answer
+
+    def unanswered_updates(topic, payload):
+        return [] if topic.endswith("/update") else answer(topic, payload)
+
+    def hook(job):
+        seen.append(("first", job.progress({"p": "1"})))  # sent (nothing sent before)
+        seen.append(("limited", job.progress({"p": "2"})))  # rate-limited: True, nothing sent
+        sent = len(rig.updates(job.id))
+        seen.append(("must", job.progress({"p": "3"}, must=True)))
+        seen.append(("sent", len(rig.updates(job.id)) - sent))
+        rig.service.find(job.id)["version"] += 1  # reconciled by describe, then accepted
+        seen.append(("mismatch", job.progress({"p": "4"}, must=True)))
+        rig.service.answer = unanswered_updates
+        seen.append(("unanswered", job.progress({"p": "5"}, must=True)))
+        seen.append(("unanswered limited", job.progress({"p": "6"})))
+        rig.service.answer = answer
+        rig.service.cancel(job.id)  # no notification: only the rejected update tells
+        seen.append(("canceled", job.progress({"p": "7"}, must=True)))
+        return {}
+
+    HOOK[0] = hook
+    rig.create("must", {"operation": "test.hook"})
+    rig.until(lambda: len(seen) == 8)
+    rig.settle(5)
+    assert seen == [
+        ("first", True),
+        ("limited", True),
+        ("must", True),
+        ("sent", 1),
+        ("mismatch", True),
+        ("unanswered", False),
+        ("unanswered limited", True),
+        ("canceled", False),
+    ], seen
+    assert rig.service.status("must") == "CANCELED"
+    assert rig.engine.canceled == 1
+
+
+def test_describe_throttled_after_a_reset_keeps_the_journal_and_tries_again():
+    rig = _reset_in_test_reboot("boot2")
+    rig.service.faults["describe"] = ["InternalError"] * 5 + ["RequestThrottled"]  # past the retries
+    rig2 = Rig(service=rig.service, fresh_journal=False)
+    rig2.until(lambda: rig.service.status("boot2") == "SUCCEEDED")
+    assert rig.service.faults["describe"] == []  # every refusal was seen; none dropped the job
+    assert any("refused (InternalError)" in line for line in rig2.logs), rig2.logs

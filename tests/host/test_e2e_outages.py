@@ -264,7 +264,7 @@ def test_power_cut_mid_ota_files_staging_resumes_without_fetching_staged_files_a
     assert dev.problems() == []
 
 
-def test_power_cut_mid_file_download_fails_the_job_and_keeps_the_old_file(rig, hold):
+def test_power_cut_mid_file_download_resumes_with_range_and_replaces_the_file(rig, hold):
     new = b"n" * (200 * 1024)
     hold.files["table.csv"] = new
     hold.hold(100 * 1024)
@@ -276,12 +276,15 @@ def test_power_cut_mid_file_download_fails_the_job_and_keeps_the_old_file(rig, h
            "sha256": hashlib.sha256(new).hexdigest(), "size": len(new)}  # fmt: skip
     dev.job("download-cut-1", doc)
     assert hold.holding.wait(10)
+    dev.wait_journal(lambda j: j["phase"] == "file.fetch" and j.get("data", {}).get("offset", 0) > 0)
+    assert (dev.root / "data" / "table.csv").read_bytes() == b"old contents\n"  # untouched so far
     dev.kill()
     hold.let_go()
     dev.start()
     done = dev.result("download-cut-1")
-    assert done["status"] == "FAILED", done
-    assert details(done) == {"reason": INTERRUPTED}
-    assert (dev.root / "data" / "table.csv").read_bytes() == b"old contents\n"
-    assert not (dev.root / "data" / "table.csv.part").exists()  # no half file left behind
+    assert done["status"] == "SUCCEEDED", done
+    assert (dev.root / "data" / "table.csv").read_bytes() == new
+    assert not (dev.root / "data" / "table.csv.part").exists()
+    after_reset = hold.requests[-1]
+    assert after_reset["start"] > 0 and after_reset["sent"] < len(new)  # a Range request for the rest
     assert dev.problems() == []

@@ -140,3 +140,68 @@ def test_unix_board_state_folder_from_the_environment(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "dev")
     assert (tmp_path / "dev" / "simboard" / "pins.log").read_text() == "LED 4 0 1\n"
+
+
+def test_self_test_update_not_accepted_is_never_marked_valid_and_rolls_back(tmp_path, server):
+    size = 128 * 1024
+    sha = image(server, "refused.bin", size)
+    device = Device(tmp_path, ota_config(server))
+    assert device.boot(ota_doc(server, "refused.bin", sha, size)) == RESET
+    assert device.boot(DRIVE_REFUSE=1) == RESET  # self-test update not accepted: reset, no mark-valid
+    assert device.otadata()["slots"]["ota_1"]["state"] == "PENDING_VERIFY"
+    assert (device.state / "simboard" / "reset.json").read_text().find("self-test") > 0
+    assert device.boot() == 0
+    assert device.otadata()["running"] == "ota_0"
+    assert device.result()["status"] == "FAILED"
+    assert device.result()["details"] == {"reason": "rolled back"}
+
+
+def test_file_download_reset_mid_file_resumes_from_the_journaled_offset(tmp_path, server):
+    size = 512 * 1024 + 100
+    sha = image(server, "data.bin", size)
+    device = Device(tmp_path, ota_config(server))
+    url = f"https://localhost:{server.port}/data.bin"
+    doc = {"operation": "file.download", "url": url, "path": "data/data.bin", "sha256": sha, "size": size}
+    # checkpoints at 64K, 128K, 192K, 256K: the 4th journals 256 KiB, then the board resets
+    assert device.boot(doc, DRIVE_RESET_AT=4) == RESET
+    assert (device.state / "data" / "data.bin.part").exists()
+    before = len(server.requests())
+    assert device.boot() == 0
+    after = [r for r in server.requests()[before:] if r["target"] == "/data.bin"]
+    assert after[0]["start"] == 256 * 1024
+    assert sum(r["sent"] for r in after) == size - 256 * 1024
+    result = device.result()
+    assert result["status"] == "SUCCEEDED", result
+    assert result["details"] == {"path": "data/data.bin", "size": str(size)}
+    assert hashlib.sha256((device.state / "data" / "data.bin").read_bytes()).hexdigest() == sha
+    assert not (device.state / "data" / "data.bin.part").exists()
+
+
+def test_file_download_resume_with_a_lost_part_starts_again(tmp_path, server):
+    size = 200 * 1024
+    sha = image(server, "lost.bin", size)
+    device = Device(tmp_path, ota_config(server))
+    url = f"https://localhost:{server.port}/lost.bin"
+    doc = {"operation": "file.download", "url": url, "path": "lost.bin", "sha256": sha, "size": size}
+    assert device.boot(doc, DRIVE_RESET_AT=2) == RESET
+    (device.state / "lost.bin.part").unlink()
+    before = len(server.requests())
+    assert device.boot() == 0
+    after = [r for r in server.requests()[before:] if r["target"] == "/lost.bin"]
+    assert after[0]["start"] == 0
+    assert device.result()["status"] == "SUCCEEDED", device.result()
+    assert hashlib.sha256((device.state / "lost.bin").read_bytes()).hexdigest() == sha
+
+
+def test_app_self_test_update_not_accepted_is_never_committed_and_rolls_back(tmp_path, server):
+    source = b"VERSION = 'refused'\n"
+    (server.files / "refused_app.py").write_bytes(source)
+    url = f"https://localhost:{server.port}/refused_app.py"
+    item = {"path": "app.py", "url": url, "sha256": hashlib.sha256(source).hexdigest(), "size": len(source)}
+    device = Device(tmp_path, ota_config(server))
+    assert device.boot({"operation": "ota.files", "version": "app-2", "files": [item]}) == RESET
+    assert device.boot(DRIVE_REFUSE=1) == RESET  # self-test update not accepted: no commit
+    assert "self-test" in (device.state / "simboard" / "reset.json").read_text()
+    assert device.boot() == 0
+    assert device.result()["status"] == "FAILED"
+    assert device.result()["details"] == {"reason": "rolled back"}

@@ -4,13 +4,12 @@
 1. Stage: the inactive app folder gets a copy of the running files and each new file (downloaded
    to .part, SHA-256 and size checked, renamed). Nothing the running application uses is touched.
 2. Swap: appstore.switch() (one atomic rename), journal, job.reboot().
-3. After the boot: self-test (engine connected, job.progress accepted) -> appstore.commit() ->
+3. After the boot: self-test (engine connected, job.progress(must=True) accepted) -> appstore.commit() ->
    SUCCEEDED; a reset before the commit makes appstore.boot() return to the previous folder and
    this reports FAILED "rolled back".
 A reset while staging restarts the staging (files already staged and intact are kept).
 """
 
-import hashlib
 import os
 
 from micropython import const
@@ -99,18 +98,8 @@ def _copy(src, dst, buf):
 
 
 def _sha_of(path, buf):
-    hasher = hashlib.sha256()
-    mv = memoryview(buf)
-    try:
-        with open(path, "rb") as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                hasher.update(mv[:n])
-    except OSError:
-        return None
-    return firmware.hexdigest(hasher)
+    hashed = download.hash_file(path, buf)
+    return firmware.hexdigest(hashed[0]) if hashed is not None else None
 
 
 class Files(ops.Op):
@@ -189,8 +178,8 @@ class Files(ops.Op):
         s = appstore.state(root)
         if s["dir"] == data.get("stage") and s["version"] == data.get("version"):
             if s["state"] != "VALID":
-                if not job.progress({"step": "self-test", "version": s["version"]}):
-                    job.board.reset("ota.files canceled before commit")
+                if not job.progress({"step": "self-test", "version": s["version"]}, must=True):
+                    job.board.reset("ota.files self-test: update not accepted")
                 appstore.commit(root)
             return {"version": s["version"], "previous": str(data.get("previous"))}
         if s.get("rolledBack") == data.get("stage"):

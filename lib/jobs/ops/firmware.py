@@ -4,7 +4,7 @@
 Streams the image over HTTPS in 4 KiB blocks into board.ota() (RAM use does not depend on the
 image size), hashing as it goes; journals the offset every 64 KiB so a reset resumes with Range;
 reads the slot back to verify; set_boot(); job.reboot(). On the new image resume() runs the
-self-test (the engine is connected and job.progress() was accepted), marks it valid and reports
+self-test (the engine is connected and job.progress(must=True) was accepted), marks it valid and reports
 SUCCEEDED with the version. A reset before mark-valid boots the old image, whose resume()
 reports FAILED "rolled back". Any failure before set_boot leaves the running firmware untouched.
 """
@@ -44,16 +44,51 @@ def hexdigest(h):
     return binascii.hexlify(h.digest()).decode()
 
 
-class _SlotWriter:
+class Tracker:
+    """Download bookkeeping shared by ota.firmware and file.download: call advanced(end) after
+    each block is stored; it journals `phase` with data["offset"] every 64 KiB (after flush(),
+    so the journal never runs ahead of what is stored) and reports progress every 2 s."""
+
+    def __init__(self, job, phase, data, offset, size, flush=None):
+        self.job = job
+        self.phase = phase
+        self.size = size
+        self.data = data
+        self.flush = flush
+        self.saved = offset
+        self.reported = time.ticks_ms()
+
+    def advanced(self, end):
+        job = self.job
+        if end - self.saved >= _CHECKPOINT_BYTES:
+            if self.flush is not None:
+                self.flush()
+            self.saved = end
+            self.data["offset"] = end
+            job.checkpoint(self.phase, self.data)
+        if time.ticks_diff(time.ticks_ms(), self.reported) >= _PROGRESS_MS:
+            self.reported = time.ticks_ms()
+            details = {"step": "downloading", "received": str(end), "size": str(self.size)}
+            details["percent"] = str(end * 100 // self.size)
+            if not job.progress(details):
+                raise ops.Canceled()
+
+    def retrying(self, pos, failures):
+        """Before a reconnection: report (this also feeds the engine's watchdog)."""
+        details = {"step": "downloading", "received": str(pos), "size": str(self.size)}
+        details["retry"] = str(failures)
+        if not self.job.progress(details):
+            raise ops.Canceled()
+
+
+class _SlotWriter(Tracker):
     """download() sink: whole blocks into the partition, SHA-256, journal and progress."""
 
     def __init__(self, job, slot, buf, hasher, offset):
-        self.job = job
+        super().__init__(job, DOWNLOAD, {"slot": _label(slot), "offset": offset}, offset, job.doc["size"])
         self.slot = slot
         self.buf = buf
         self.hasher = hasher
-        self.saved = offset
-        self.reported = time.ticks_ms()
 
     def __call__(self, pos, mv):
         n = len(mv)
@@ -62,26 +97,7 @@ class _SlotWriter:
                 self.buf[i] = 0xFF
         self.slot.writeblocks(pos // _BLOCK, self.buf)
         self.hasher.update(mv)
-        end = pos + n
-        job = self.job
-        if end - self.saved >= _CHECKPOINT_BYTES:
-            self.saved = end
-            job.checkpoint(DOWNLOAD, {"slot": _label(self.slot), "offset": end})
-        if time.ticks_diff(time.ticks_ms(), self.reported) >= _PROGRESS_MS:
-            self.reported = time.ticks_ms()
-            size = job.doc["size"]
-            details = {"step": "downloading", "received": str(end), "size": str(size)}
-            details["percent"] = str(end * 100 // size)
-            if not job.progress(details):
-                raise ops.Canceled()
-
-
-    def retrying(self, pos, failures):
-        """Before a reconnection: report (this also feeds the engine's watchdog)."""
-        details = {"step": "downloading", "received": str(pos), "size": str(self.job.doc["size"])}
-        details["retry"] = str(failures)
-        if not self.job.progress(details):
-            raise ops.Canceled()
+        self.advanced(pos + n)
 
 
 def _label(slot):
@@ -185,9 +201,10 @@ class Firmware(ops.Op):
         if board.running_slot() != data.get("slot") or board.firmware_version() != version:
             raise ops.Failed("rolled back")
         if board.boot_state() == "PENDING_VERIFY":
-            # self-test: this code runs once the engine is connected; the update must be accepted
-            if not job.progress({"step": "self-test", "version": version}):
-                board.reset("ota canceled before mark-valid")
+            # self-test: the engine is connected and the service accepted an update from this
+            # image; anything else (rejected, no answer, canceled) resets into the old image
+            if not job.progress({"step": "self-test", "version": version}, must=True):
+                board.reset("ota self-test: update not accepted")
             board.mark_valid()
         return {"version": version, "previous": str(data.get("previous"))}
 
