@@ -1,7 +1,7 @@
 # standinctl: device-test helpers to drive the local AWS IoT stand-in. MIT licence.
 """The stand-in's control plane (plain HTTP on 127.0.0.1) and its things, from MicroPython.
 
-One request per connection with `Connection: close`: the answer is read to EOF, no chunking.
+One request per connection with `Connection: close`: the JSON answer is read to EOF, no chunking.
 """
 
 import json
@@ -20,26 +20,29 @@ def _control_address():
     return socket.getaddrinfo(host, int(port))[0][-1]
 
 
-def call(method, path, body=None):
+# the endpoint routes by the SigV4 credential scope's service; it checks no signature
+_DATA_PLANE = (
+    "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iot-jobs-data/aws4_request\r\n"
+)
+
+
+def call(method, path, body=None, extra=""):
     """One control-plane request; the decoded JSON answer. A non-2xx status raises."""
     data = b"" if body is None else json.dumps(body).encode()
-    head = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + extra
     head += "Content-Type: application/json\r\nContent-Length: " + str(len(data)) + "\r\n\r\n"
     s = socket.socket()
     try:
         s.connect(_control_address())
-        s.write(head.encode() + data)
-        chunks = []
-        while True:
-            chunk = s.read(1024)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        s.write(head.encode())
+        s.write(data)
+        # parsed from the stream, never held whole: heap-limited tests create jobs with this
+        status = int(s.readline()[9:12])
+        while s.readline() not in (b"\r\n", b""):
+            pass
+        answer = json.load(s)
     finally:
         s.close()
-    raw = b"".join(chunks)
-    status = int(raw[9:12])
-    answer = json.loads(raw[raw.index(b"\r\n\r\n") + 4 :] or b"{}")
     if not 200 <= status < 300:
         raise AssertionError("stand-in: " + method + " " + path + " -> " + str(status) + " " + str(answer))
     return answer
@@ -69,6 +72,14 @@ def details(thing, job_id):
 
 def status(thing, job_id):
     return (execution(thing, job_id) or {}).get("status")
+
+
+def data_plane_update(thing, job_id, status, details=None):
+    """UpdateJobExecution over the HTTPS data plane's route: another writer, as an operator's tool."""
+    body = {"status": status}
+    if details:
+        body["statusDetails"] = details
+    return call("POST", "/things/" + thing + "/jobs/" + job_id, body, _DATA_PLANE)
 
 
 def cancel_job(job_id, force=False):

@@ -6,6 +6,7 @@ import time
 
 import standinctl as aws
 from brokerrig import build, on_standin, until
+from jobs import client as C
 from jobsctl import proxy, responder
 
 
@@ -63,6 +64,35 @@ def test_cancel_over_mqtt_stops_the_running_handler():
     eng.link.disconnect()
 
 
+def test_concurrent_update_version_mismatch_is_reconciled():
+    thing, eng = on_standin("race")
+    job_id = thing + "-vm"
+    calls = [0]
+    codes = []
+    orig_progress, orig_update = eng._progress, eng.client.update
+
+    def progress(job, details):
+        calls[0] += 1
+        if calls[0] == 2:  # someone else updates the execution: its version moves on
+            aws.data_plane_update(thing, job_id, "IN_PROGRESS", {"operator": "peek"})
+        return orig_progress(job, details)
+
+    def update(*args, **kwargs):
+        r = orig_update(*args, **kwargs)
+        codes.append(eng.client.code if r == C.REJECTED else r)
+        return r
+
+    eng._progress, eng.client.update = progress, update
+    aws.create_job(job_id, {"operation": "test.steps", "n": 3}, thing)
+    until(eng, lambda: eng.jobs_ok == 1)
+    assert "VersionMismatch" in codes, codes
+    e = aws.execution(thing, job_id)
+    assert e["status"] == "SUCCEEDED", e
+    # 1 queued, 2 start-next, 3 progress, 4 the other writer, 5 progress at the adopted version, 6 final
+    assert e["versionNumber"] == 6, e
+    eng.link.disconnect()
+
+
 def test_link_cut_then_job_queued_is_found_after_reconnect():
     thing, eng = on_standin("cut", port=int(aws.env("MPTEST_STANDIN_PROXY_PORT")), keepalive=2)
     until(eng, lambda: eng.link.connected and not eng.want_next)
@@ -101,10 +131,10 @@ def test_telemetry_is_published_to_logi2():
 
 
 def test_slow_service_never_hangs_the_loop():
-    # every answer comes 1.5 s late, after the 0.5 s request timeout: each step gives up in time
+    # every answer comes 0.8 s late, after the 0.5 s request timeout: each step gives up in time
     thing, eng = on_standin("slow", request_timeout_ms=500)
     until(eng, lambda: eng.link.connected and not eng.want_next)
-    aws.settings(response_delay=1.5)
+    aws.settings(response_delay=0.8)
     try:
         aws.create_job(thing + "-hush", {"operation": "test.echo"}, thing)
         for _ in range(3):
