@@ -1,7 +1,6 @@
 # brokerrig: an Engine built by jobs.engine.build() against the local AWS IoT stand-in, or the test
 # broker and scripted responder (tests/jobs_responder.py) for what the real service cannot send.
 
-import standinctl  # noqa: E402
 import testops  # noqa: E402  (registers the test operations)
 from jobs import config  # noqa: E402
 from jobs import engine as E  # noqa: E402
@@ -54,6 +53,8 @@ def build(thing, port=None, files=None, **overrides):
 
 def on_standin(prefix, port=None, **overrides):
     """A fresh thing on the stand-in and its engine: (thing, engine)."""
+    import standinctl  # here, not at the top: heap-limited tests on the responder never load it
+
     thing = standinctl.new_thing(prefix)
     return thing, build(thing, port or standinctl.port(), standinctl.files(thing), **overrides)
 

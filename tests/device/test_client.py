@@ -165,8 +165,8 @@ def test_answers_with_unknown_tokens_are_ignored_and_counted():
 
 
 def test_late_answer_times_out_forgets_the_token_and_is_ignored():
-    c, _, thing = _client(request_timeout_ms=300)
-    aws.settings(response_delay=0.5)
+    c, _, thing = _client(request_timeout_ms=200)
+    aws.settings(response_delay=0.4)
     try:
         assert c.start_next() == C.TIMEOUT
         assert c.tokens.outstanding() == 0
