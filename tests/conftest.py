@@ -168,6 +168,18 @@ class _Resources:
             "MPTEST_STANDIN_THINGS": ",".join(things + ["mp-thing-rsa"]),
         }
 
+    def _start_standinproxy(self) -> dict:
+        """A link proxy (tests/linkproxy.py) in front of the stand-in's broker."""
+        from tests.linkproxy import LinkProxy
+
+        standin_env = self.env(["standin"])
+        proxy = LinkProxy(int(standin_env["MPTEST_STANDIN_PORT"])).start()
+        self._stops.append(proxy.stop)
+        return {
+            "MPTEST_STANDIN_PROXY_PORT": str(proxy.port),
+            "MPTEST_STANDIN_PROXY_CONTROL": str(proxy.control_port),
+        }
+
     def stop(self):
         for stop in reversed(self._stops):
             stop()

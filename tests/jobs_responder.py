@@ -1,13 +1,18 @@
-"""A small scripted AWS IoT Jobs responder for device tests (CPython, paho-mqtt).
+"""A small scripted AWS IoT Jobs responder, only for what the real service cannot produce.
+
+Device tests run against the local AWS IoT stand-in (tools/standin, the `standin` resource). This
+double stays for the few cases the stand-in must not or cannot do: a job document far over AWS's
+32 KiB limit (test_big_payload), codes a well-formed request never gets (InvalidJson/InvalidTopic
+by injection), answers with someone else's clientToken or none, raw payloads of any size on any
+topic (test_mqtt), and what devices publish to logi2/device/<thing> (telemetry, not Jobs).
 
 It connects to the test broker as the `jobs-service` identity and answers the reserved
 `$aws/things/<thing>/jobs/...` topics as /work/shared/aws-jobs-api.md describes (start-next,
 $next and <jobId> describe, get, update, notify-next on head change, rejected error codes).
 Tests drive it over a line-oriented TCP control port: one JSON object per line in, one out.
 
-Commands: create {thing, job_id, doc | pad}, cancel {thing, job_id}, inject {thing, op, code,
-count}, silence {thing, on}, publish {topic, payload | size}, state {thing}, log {thing},
-reset {thing}. This is a test double, kept small; tools/standin is the real local service.
+Commands: create {thing, job_id, doc | pad}, inject {thing, op, code, count},
+publish {topic, payload | size}, state {thing}, telemetry {thing}, reset {thing}.
 """
 
 import json
@@ -30,9 +35,6 @@ class Thing:
     def __init__(self):
         self.executions: list[dict] = []
         self.faults: dict[str, list] = {}
-        self.silent = False
-        self.log: list[dict] = []
-        self.queued = 0
         self.telemetry: list[str] = []
 
 
@@ -134,7 +136,6 @@ class Responder:
             if not isinstance(req, dict):
                 raise ValueError
         except ValueError:
-            t.log.append({"op": "?", "code": "InvalidJson"})
             self._publish(topic + "/rejected", {"code": "InvalidJson", "timestamp": now})
             return
         token = req.get("clientToken")
@@ -146,15 +147,8 @@ class Responder:
             op, job_id = ("describe" if rest[1] == "get" else "update"), rest[0]
         else:
             op, job_id = "invalid", None
-        entry = {"op": op, "job_id": job_id, "token": token, "status": req.get("status")}
-        entry["details"] = req.get("statusDetails")
-        t.log.append(entry)
-        if t.silent:
-            entry["code"] = "silent"
-            return
 
         def reject(code, message, execution=None):
-            entry["code"] = code
             body = {"code": code, "message": message, "timestamp": now}
             if token is not None:
                 body["clientToken"] = token
@@ -166,7 +160,6 @@ class Responder:
             self._publish(topic + "/rejected", body)
 
         def accept(body):
-            entry["code"] = "accepted"
             body["timestamp"] = now
             if token is not None:
                 body["clientToken"] = token
@@ -288,7 +281,6 @@ class Responder:
                 if "pad" in cmd:
                     doc = {"operation": "test.echo", "pad": "x" * int(cmd["pad"])}
                 before = self._head(t)
-                t.queued += 1
                 number = 1 + sum(1 for e in t.executions if e["job_id"] == cmd["job_id"])
                 t.executions.append(
                     {
@@ -302,22 +294,10 @@ class Responder:
                         "updated_at": int(time.time()),
                     }
                 )
-                if cmd.get("notify", True):
-                    self._notify_head(name, before)
-                return {"ok": True}
-            if kind == "cancel":
-                before = self._head(t)
-                found = self._find(t, cmd["job_id"], None)
-                found["status"] = "CANCELED"
-                found["version"] += 1
-                if cmd.get("notify", True):
-                    self._notify_head(name, before)
+                self._notify_head(name, before)
                 return {"ok": True}
             if kind == "inject":
                 t.faults.setdefault(cmd["op"], []).extend([cmd["code"]] * int(cmd.get("count", 1)))
-                return {"ok": True}
-            if kind == "silence":
-                t.silent = bool(cmd["on"])
                 return {"ok": True}
             if kind == "publish":
                 payload = cmd.get("payload", "")
@@ -332,8 +312,6 @@ class Responder:
                 ]
             if kind == "telemetry":
                 return t.telemetry
-            if kind == "log":
-                return t.log
             if kind == "reset":
                 self.things[name] = Thing()
                 return {"ok": True}

@@ -1,4 +1,5 @@
-# brokerrig: an Engine built by jobs.engine.build() against the test broker and responder.
+# brokerrig: an Engine built by jobs.engine.build() against the local AWS IoT stand-in, or the test
+# broker and scripted responder (tests/jobs_responder.py) for what the real service cannot send.
 
 import testops  # noqa: E402  (registers the test operations)
 from jobs import config  # noqa: E402
@@ -18,15 +19,20 @@ class Board:
         pass
 
 
-def build(thing, port=None, **overrides):
-    pki = env("MPTEST_PKI")
+def build(thing, port=None, files=None, **overrides):
+    """The engine for `thing`; with files=(ca, cert, key) on the stand-in, else on the responder."""
+    if files is None:
+        pki = env("MPTEST_PKI")
+        files = (pki + "/ca.cert.der", pki + "/" + thing + ".cert.der", pki + "/" + thing + ".key.der")
+        port = port or broker_port()
+        responder(cmd="reset", thing=thing)
     raw = {
         "endpoint": "localhost",
-        "port": port or broker_port(),
+        "port": port,
         "thing_name": thing,
-        "ca": pki + "/ca.cert.der",
-        "cert": pki + "/" + thing + ".cert.der",
-        "key": pki + "/" + thing + ".key.der",
+        "ca": files[0],
+        "cert": files[1],
+        "key": files[2],
         "journal": "/tmp/mptest-broker-journal-" + thing + ".json",
         "request_timeout_ms": 3000,
         "retry_base_ms": 20,
@@ -42,8 +48,15 @@ def build(thing, port=None, **overrides):
     eng = E.build(cfg, Board(), log=lambda *a: logs.append(" ".join(str(x) for x in a)))
     eng.journal.clear()
     eng.logs = logs
-    responder(cmd="reset", thing=thing)
     return eng
+
+
+def on_standin(prefix, port=None, **overrides):
+    """A fresh thing on the stand-in and its engine: (thing, engine)."""
+    import standinctl  # here, not at the top: heap-limited tests on the responder never load it
+
+    thing = standinctl.new_thing(prefix)
+    return thing, build(thing, port or standinctl.port(), standinctl.files(thing), **overrides)
 
 
 def status(thing, job_id):

@@ -25,9 +25,9 @@ def responder(**cmd):
     return answer
 
 
-def proxy(command):
-    """`freeze`, `thaw`, `drop`, `refuse` or `accept` the link proxy."""
-    assert _line(int(env("MPTEST_PROXY_CONTROL")), command) == b"ok\n"
+def proxy(command, control="MPTEST_PROXY_CONTROL"):
+    """`freeze`, `thaw`, `drop`, `refuse` or `accept` the link proxy (control: its env name)."""
+    assert _line(int(env(control)), command) == b"ok\n"
 
 
 def identity(thing):

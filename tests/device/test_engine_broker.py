@@ -1,84 +1,128 @@
-# micropython: needs=broker,linkproxy,responder
+# micropython: needs=standin,standinproxy,broker,responder
 # micropython: timeout=90
-# The engine over real MQTT + mutual TLS (mosquitto) against the scripted Jobs responder.
-from brokerrig import build, status, until
-from jobsctl import proxy, proxy_port, responder
+# The engine over real MQTT + mutual TLS against the local AWS IoT stand-in (tools/standin): jobs
+# created through its control plane, faults from its settings. Each test has a thing of its own.
+import time
 
-THING = "engine-2"
+import standinctl as aws
+from brokerrig import build, on_standin, until
+from jobs import client as C
+from jobsctl import proxy, responder
 
 
-def _state(job_id):
-    return status(THING, job_id)
+def _status(thing, job_id):
+    return aws.status(thing, job_id)
 
 
 def test_job_created_while_idle_runs_to_succeeded_over_mqtt():
-    eng = build(THING, telemetry_interval_s=1)
+    thing, eng = on_standin("idle")
     until(eng, lambda: eng.link.connected and not eng.want_next)  # connected, queue empty
-    responder(cmd="create", thing=THING, job_id="mq-1", doc={"operation": "test.echo", "value": 9})
-    until(eng, lambda: _state("mq-1")["status"] == "SUCCEEDED")
-    e = _state("mq-1")
-    assert e["details"] == {"echo": "9"}, e
-    assert e["version"] == 3, e  # QUEUED 1 -> start-next 2 -> SUCCEEDED 3
-    log = responder(cmd="log", thing=THING)
-    assert [x["op"] for x in log if x.get("job_id") in (None, "mq-1")][-2:] == ["start-next", "update"]
+    aws.create_job(thing + "-mq", {"operation": "test.echo", "value": 9}, thing)
+    until(eng, lambda: _status(thing, thing + "-mq") == "SUCCEEDED")
+    e = aws.execution(thing, thing + "-mq")
+    assert e["statusDetails"]["detailsMap"] == {"echo": "9"}, e
+    assert e["versionNumber"] == 3, e  # QUEUED 1 -> start-next 2 -> SUCCEEDED 3
+    assert eng.jobs_ok == 1
     eng.link.disconnect()
 
 
 def test_progress_and_invalid_document_over_mqtt():
-    eng = build(THING)
-    responder(cmd="create", thing=THING, job_id="steps", doc={"operation": "test.steps", "n": 3})
-    responder(cmd="create", thing=THING, job_id="nope", doc={"operation": "nope"})
-    until(eng, lambda: (_state("nope") or {}).get("status") == "REJECTED")
-    assert _state("steps")["status"] == "SUCCEEDED"
-    assert _state("steps")["version"] == 6  # 1 + start-next + 3 progress + final
-    assert "unsupported operation" in _state("nope")["details"]["reason"]
+    thing, eng = on_standin("prog")
+    aws.create_job(thing + "-steps", {"operation": "test.steps", "n": 3}, thing)
+    aws.create_job(thing + "-nope", {"operation": "nope"}, thing)
+    until(eng, lambda: _status(thing, thing + "-nope") == "REJECTED")
+    steps = aws.execution(thing, thing + "-steps")
+    assert steps["status"] == "SUCCEEDED"
+    assert steps["versionNumber"] == 6  # 1 + start-next + 3 progress + final
+    assert "unsupported operation" in aws.details(thing, thing + "-nope")["reason"]
     eng.link.disconnect()
 
 
 def test_cancel_over_mqtt_stops_the_running_handler():
-    eng = build(THING)
+    thing, eng = on_standin("cancel")
+    job_id = thing + "-cx"
     calls = [0]
-    orig = eng._progress
+    sent = []
+    orig_progress, orig_update = eng._progress, eng.client.update
 
     def progress(job, details):
         calls[0] += 1
         if calls[0] == 2:
-            responder(cmd="cancel", thing=THING, job_id="cx")  # publishes notify-next (empty)
-            eng.client.pump(300)  # give the notification time to arrive
-        return orig(job, details)
+            aws.cancel_job(job_id, force=True)  # the service notifies: notify-next without it
+        return orig_progress(job, details)
 
-    eng._progress = progress
-    responder(cmd="create", thing=THING, job_id="cx", doc={"operation": "test.steps", "n": 50})
-    until(eng, lambda: eng.canceled == 1)
-    updates = [x for x in responder(cmd="log", thing=THING) if x["op"] == "update"]
-    assert [u["status"] for u in updates] == ["IN_PROGRESS"], updates
-    assert _state("cx")["status"] == "CANCELED"
+    def update(job, status, *args, **kwargs):
+        sent.append(status)
+        return orig_update(job, status, *args, **kwargs)
+
+    eng._progress, eng.client.update = progress, update
+    aws.create_job(job_id, {"operation": "test.steps", "n": 50}, thing)
+    until(eng, lambda: eng.canceled == 1, steps=2000)
+    assert sent[0] == "IN_PROGRESS" and "SUCCEEDED" not in sent and "FAILED" not in sent, sent
+    assert len(sent) < 50, sent  # stopped early, not run to the end
+    assert _status(thing, job_id) == "CANCELED"
     eng.link.disconnect()
 
 
-def test_link_cut_then_job_queued_silently_is_found_after_reconnect():
-    eng = build(THING, port=proxy_port(), keepalive=2)
+def test_concurrent_update_version_mismatch_is_reconciled():
+    thing, eng = on_standin("race")
+    job_id = thing + "-vm"
+    calls = [0]
+    codes = []
+    orig_progress, orig_update = eng._progress, eng.client.update
+
+    def progress(job, details):
+        calls[0] += 1
+        if calls[0] == 2:  # someone else updates the execution: its version moves on
+            aws.data_plane_update(thing, job_id, "IN_PROGRESS", {"operator": "peek"})
+        return orig_progress(job, details)
+
+    def update(*args, **kwargs):
+        r = orig_update(*args, **kwargs)
+        codes.append(eng.client.code if r == C.REJECTED else r)
+        return r
+
+    eng._progress, eng.client.update = progress, update
+    aws.create_job(job_id, {"operation": "test.steps", "n": 3}, thing)
+    until(eng, lambda: eng.jobs_ok == 1)
+    assert "VersionMismatch" in codes, codes
+    e = aws.execution(thing, job_id)
+    assert e["status"] == "SUCCEEDED", e
+    # 1 queued, 2 start-next, 3 progress, 4 the other writer, 5 progress at the adopted version, 6 final
+    assert e["versionNumber"] == 6, e
+    eng.link.disconnect()
+
+
+def test_link_cut_then_job_queued_is_found_after_reconnect():
+    thing, eng = on_standin("cut", port=int(aws.env("MPTEST_STANDIN_PROXY_PORT")), keepalive=2)
     until(eng, lambda: eng.link.connected and not eng.want_next)
-    proxy("drop")
-    # queued with no notification: only the re-query after reconnect can find it
-    responder(cmd="create", thing=THING, job_id="quiet", doc={"operation": "test.echo"}, notify=False)
-    until(eng, lambda: _state("quiet")["status"] == "SUCCEEDED", steps=2000)
+    control = "MPTEST_STANDIN_PROXY_CONTROL"
+    proxy("refuse", control)
+    proxy("drop", control)
+    try:
+        # the notification goes out while the device is away: only the re-query after reconnect finds it
+        aws.create_job(thing + "-quiet", {"operation": "test.echo"}, thing)
+    finally:
+        proxy("accept", control)
+    until(eng, lambda: _status(thing, thing + "-quiet") == "SUCCEEDED", steps=2000)
     assert eng.link.connects >= 2
     eng.link.disconnect()
 
 
 def test_telemetry_is_published_to_logi2():
-    eng = build(THING, telemetry_interval_s=1)
+    # Scripted responder: telemetry is not part of Jobs, the stand-in does not collect it; the
+    # responder records what reaches logi2/device/<thing>.
+    thing = "engine-2"
+    eng = build(thing, telemetry_interval_s=1)
     until(eng, lambda: eng.link.connected)
     msg = eng.telemetry.message(eng.stats())
     assert msg.startswith(b'{"uptime":') and b'"jobs_ok":' in msg and len(msg) < 400, msg
     import json
-    import time
 
     t0 = time.ticks_ms()
-    while not responder(cmd="telemetry", thing=THING) and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    while not responder(cmd="telemetry", thing=thing) and time.ticks_diff(time.ticks_ms(), t0) < 5000:
         eng.step()
-    got = responder(cmd="telemetry", thing=THING)
+    got = responder(cmd="telemetry", thing=thing)
     assert got, "no telemetry reached the broker"
     sample = json.loads(got[-1])
     for key in ("uptime", "heap_free", "job", "fw", "app", "jobs_ok", "jobs_failed", "reconnects", "ignored"):
@@ -86,19 +130,50 @@ def test_telemetry_is_published_to_logi2():
     eng.link.disconnect()
 
 
-def test_silent_service_never_hangs_the_loop():
-    import time
-
-    eng = build(THING, request_timeout_ms=500)
+def test_slow_service_never_hangs_the_loop():
+    # every answer comes 0.8 s late, after the 0.5 s request timeout: each step gives up in time
+    thing, eng = on_standin("slow", request_timeout_ms=500)
     until(eng, lambda: eng.link.connected and not eng.want_next)
-    responder(cmd="silence", thing=THING, on=True)
+    aws.settings(response_delay=0.8)
     try:
-        responder(cmd="create", thing=THING, job_id="hush", doc={"operation": "test.echo"})
+        aws.create_job(thing + "-hush", {"operation": "test.echo"}, thing)
         for _ in range(3):
             t0 = time.ticks_ms()
             eng.step()
             assert time.ticks_diff(time.ticks_ms(), t0) < 2500
     finally:
-        responder(cmd="silence", thing=THING, on=False)
-    until(eng, lambda: status(THING, "hush")["status"] == "SUCCEEDED")
+        aws.no_faults()
+    until(eng, lambda: _status(thing, thing + "-hush") == "SUCCEEDED", steps=2000)
+    eng.link.disconnect()
+
+
+def test_duplicate_answers_and_notifications_run_the_job_once():
+    thing, eng = on_standin("dup")
+    until(eng, lambda: eng.link.connected and not eng.want_next)
+    aws.settings(duplicate_responses=True)
+    try:
+        aws.create_job(thing + "-twice", {"operation": "test.steps", "n": 2}, thing)
+        until(eng, lambda: _status(thing, thing + "-twice") == "SUCCEEDED")
+        # the second copy of each answer (start-next, 2 progress updates, the final update)
+        # finds its token already spent: dropped and counted
+        until(eng, lambda: eng.client.ignored >= 4)
+    finally:
+        aws.no_faults()
+    assert eng.jobs_ok == 1 and eng.jobs_failed == 0
+    assert aws.execution(thing, thing + "-twice")["versionNumber"] == 5  # 1 + start-next + 2 + final
+    eng.link.disconnect()
+
+
+def test_throttled_and_internal_errors_are_retried_to_success():
+    thing, eng = on_standin("flaky", retries=4)
+    until(eng, lambda: eng.link.connected and not eng.want_next)
+    aws.settings(throttle_every=3)
+    try:
+        for n in ("a", "b"):
+            aws.create_job(thing + "-" + n, {"operation": "test.steps", "n": 2}, thing)
+        until(eng, lambda: eng.jobs_ok == 2, steps=2000)
+    finally:
+        aws.no_faults()
+    assert _status(thing, thing + "-a") == _status(thing, thing + "-b") == "SUCCEEDED"
+    assert eng.jobs_failed == 0
     eng.link.disconnect()

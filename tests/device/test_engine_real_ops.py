@@ -1,41 +1,34 @@
-# micropython: needs=broker,responder
+# micropython: needs=standin
 # micropython: timeout=90
 # The device path the firmware will take: config.json loaded by jobs.config, the unix board,
-# engine.build(), the built-in operations (diag.echo, gpio.write, config.set), MQTT/TLS.
+# engine.build(), the built-in operations (diag.echo, gpio.write, config.set), MQTT/TLS, against
+# the local AWS IoT stand-in.
 import json
 import os
 
+import standinctl as aws
 from jobs import config
 from jobs import engine as E
-from jobsctl import broker_port, responder
-from mptest import env
 
-THING = "engine-1"
 STATE = "/tmp/mptest-real-ops-" + str(id(object()))
-
-
-def _status(job_id):
-    for e in responder(cmd="state", thing=THING):
-        if e["job_id"] == job_id:
-            return e
-    return None
 
 
 def _setup():
     import board
 
-    pki = env("MPTEST_PKI")
+    thing = aws.new_thing("realops")
+    ca, cert, key = aws.files(thing)
     try:
         os.mkdir(STATE)
     except OSError:
         pass
     raw = {
         "endpoint": "localhost",
-        "port": broker_port(),
-        "thing_name": THING,
-        "ca": pki + "/ca.cert.der",
-        "cert": pki + "/" + THING + ".cert.der",
-        "key": pki + "/" + THING + ".key.der",
+        "port": aws.port(),
+        "thing_name": thing,
+        "ca": ca,
+        "cert": cert,
+        "key": key,
         "board": "unix",
         "board_state_dir": STATE,
         "request_timeout_ms": 3000,
@@ -49,8 +42,7 @@ def _setup():
     logs = []
     eng = E.build(cfg, b, log=lambda *a: logs.append(a))
     eng.journal.clear()
-    responder(cmd="reset", thing=THING)
-    return eng, b
+    return eng, b, thing
 
 
 def _until(eng, cond, steps=400):
@@ -62,7 +54,7 @@ def _until(eng, cond, steps=400):
 
 
 def test_builtin_operations_through_the_engine():
-    eng, b = _setup()
+    eng, b, thing = _setup()
     jobs = (
         ("echo", {"operation": "diag.echo", "message": "hi"}, "SUCCEEDED"),
         ("led", {"operation": "gpio.write", "pin": "LED", "value": 1}, "SUCCEEDED"),
@@ -71,11 +63,13 @@ def test_builtin_operations_through_the_engine():
         ("badpin", {"operation": "gpio.write", "pin": 99, "value": 1}, "REJECTED"),
     )
     for job_id, doc, _ in jobs:
-        responder(cmd="create", thing=THING, job_id=job_id, doc=doc)
-    _until(eng, lambda: all((_status(j) or {}).get("status") == want for j, _, want in jobs))
+        aws.create_job(thing + "-" + job_id, doc, thing)
+    _until(eng, lambda: eng.jobs_ok + eng.jobs_failed == len(jobs))
+    for job_id, _, want in jobs:
+        assert aws.status(thing, thing + "-" + job_id) == want, job_id
     assert b.pin("LED").value() == 1
     assert config.load(STATE + "/config.json")["telemetry_interval_s"] == 7
     assert eng.cfg["telemetry_interval_s"] == 7
-    assert "not remotely settable" in _status("badcfg")["details"]["reason"]
-    assert _status("echo")["details"].get("heapFree")
+    assert "not remotely settable" in aws.details(thing, thing + "-badcfg")["reason"]
+    assert aws.details(thing, thing + "-echo").get("heapFree")
     eng.link.disconnect()

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -68,6 +69,8 @@ class JobsService:
         if reason.is_failure:
             print(f"jobs service: connect refused: {reason}", file=sys.stderr, flush=True)
             return
+        # answers are small: with Nagle each waits for the broker's delayed ACK (~40 ms)
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(REQUESTS, qos=1)
 
     def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
@@ -86,7 +89,9 @@ class JobsService:
         route = classify(topic)
         if route is None:
             return []
-        settings = self.engine.settings
+        # read per request (one small SELECT): a fault set over the control plane applies to the
+        # very next request, so a test need not wait for the ticker's periodic refresh
+        settings = self.engine.refresh_settings()
         if route[0] != "invalid":
             self.requests += 1
             every = int(settings["throttle_every"])
