@@ -39,6 +39,21 @@ def makedirs(path):
                 pass
 
 
+def rmtree(path):
+    """Delete the folder `path` and everything in it (nothing when it is missing)."""
+    try:
+        entries = list(os.ilistdir(path))
+    except OSError:
+        return
+    for entry in entries:
+        child = path + "/" + entry[0]
+        if entry[1] == 0x4000:
+            rmtree(child)
+        else:
+            os.remove(child)
+    os.rmdir(path)
+
+
 def remove(path):
     """Delete `path` if it exists."""
     try:

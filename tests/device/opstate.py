@@ -3,18 +3,7 @@ import os
 import random
 
 
-def rmtree(path):
-    try:
-        entries = list(os.ilistdir(path))
-    except OSError:
-        return
-    for entry in entries:
-        child = path + "/" + entry[0]
-        if entry[1] == 0x4000:
-            rmtree(child)
-        else:
-            os.remove(child)
-    os.rmdir(path)
+from jobs.store import rmtree
 
 
 def fresh_dir(tag="ops"):

@@ -14,7 +14,7 @@ import os
 
 from micropython import const
 
-from jobs import ops
+from jobs import ops, store
 from jobs.ops import appstore, download, firmware, https
 
 MAX_FILES = const(16)
@@ -56,20 +56,6 @@ def _check_file(i, item, seen):
 
 def _clean(path):
     return "/".join(p for p in path.split("/") if p)
-
-
-def _rmtree(path):
-    try:
-        entries = list(os.ilistdir(path))
-    except OSError:
-        return
-    for entry in entries:
-        child = path + "/" + entry[0]
-        if entry[1] == 0x4000:
-            _rmtree(child)
-        else:
-            os.remove(child)
-    os.rmdir(path)
 
 
 def _walk(top, rel=""):
@@ -128,7 +114,7 @@ class Files(ops.Op):
             raise ops.Failed("the previous application update is not committed yet")
         stage = appstore.other(current)
         job.checkpoint(STAGE, {"stage": stage})
-        _rmtree(appstore.folder(root, stage))
+        store.rmtree(appstore.folder(root, stage))
         return self._stage(job, stage)
 
     def _stage(self, job, stage):
@@ -159,7 +145,7 @@ class Files(ops.Op):
                 os.rename(part, target)
                 job.checkpoint(STAGE, {"stage": stage, "done": count})
         except BaseException:
-            _rmtree(staged)  # the running application was never touched
+            store.rmtree(staged)  # the running application was never touched
             raise
         version = job.doc.get("version") or job.id
         current = appstore.state(root)
