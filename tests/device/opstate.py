@@ -2,7 +2,6 @@
 import os
 import random
 
-
 from jobs.store import rmtree
 
 
