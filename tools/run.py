@@ -197,8 +197,9 @@ def run_demo(aws: StandIn, device: SimDevice, timeout: float, live: bool) -> int
             if time.time() - started > timeout:
                 break
             time.sleep(0.3)
-        print()
-        print(render(jobs, rows, started, telemetry.latest))
+        if not live:  # on a terminal the last frame of the live table is already on screen
+            print()
+            print(render(jobs, rows, started, telemetry.latest))
     finally:
         telemetry.stop()
     return summarize(jobs, rows, telemetry.latest, time.time() - started)
