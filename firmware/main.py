@@ -49,13 +49,20 @@ def main():
     try:
         # the user's custom operations register themselves; the file is optional
         import handlers  # noqa: F401  # pyright: ignore[reportMissingImports]
-    except ImportError:
-        pass
+    except ImportError as error:
+        if "handlers" not in str(error):
+            print("main: handlers.py:", repr(error))
+    except Exception as error:  # a broken handlers.py must not stop the device taking jobs
+        print("main: handlers.py:", repr(error))
 
     from jobs import engine
 
     hw.connect_network(_NETWORK_MS)
-    device = engine.build(cfg, hw)
+    try:
+        device = engine.build(cfg, hw)
+    except OSError as error:  # a certificate or key file missing: booting again would not help
+        _halt(str(error))
+        return
     device.wdt = hw.watchdog(cfg["watchdog_ms"] or _WATCHDOG_MS)
     device.run_forever()
 

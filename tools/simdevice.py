@@ -30,6 +30,7 @@ from tools.mpenv import micropypath, micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_RESET = 75
+EXIT_CONFIG = 78  # firmware/main.py: config.json is bad; booting again would not help
 _CRASH_PAUSE_S = 0.5
 
 
@@ -135,7 +136,9 @@ class SimDevice:
                 self.exits.append(status)
                 log.write(f"--- exit {status} ---\n".encode())
                 log.flush()
-                if status != EXIT_RESET and self._running:
+                if status == EXIT_CONFIG:
+                    self._running = False  # halted, as a chip at its REPL
+                elif status != EXIT_RESET and self._running:
                     time.sleep(_CRASH_PAUSE_S)
 
     def kill(self) -> None:

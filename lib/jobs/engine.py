@@ -448,8 +448,11 @@ def _path(root, p):
 
 
 def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        raise OSError("cannot read " + path + " (ca, cert, key in config.json)")
 
 
 def build(cfg, board, log=print):
