@@ -202,13 +202,25 @@ class Engine:
 
     # ----- queries ------------------------------------------------------------------------
     @staticmethod
-    def _pending(db, thing: str) -> list:
+    def _pending(db, thing: str, limit: int = -1) -> list:
         """Pending executions in $next order: IN_PROGRESS first, then QUEUED, each oldest first."""
         return db.execute(
             "SELECT * FROM executions WHERE thing = ? AND status IN ('QUEUED', 'IN_PROGRESS') "
-            "ORDER BY status = 'IN_PROGRESS' DESC, seq",
-            (thing,),
+            "ORDER BY status = 'IN_PROGRESS' DESC, seq LIMIT ?",
+            (thing, limit),
         ).fetchall()
+
+    @staticmethod
+    def _head(db, thing: str):
+        """The $next execution (oldest IN_PROGRESS, else oldest QUEUED) or None: two index probes."""
+        for status in ("IN_PROGRESS", "QUEUED"):
+            row = db.execute(
+                "SELECT * FROM executions WHERE thing = ? AND status = ? ORDER BY seq LIMIT 1",
+                (thing, status),
+            ).fetchone()
+            if row is not None:
+                return row
+        return None
 
     @staticmethod
     def _job(db, job_id: str):
@@ -232,30 +244,43 @@ class Engine:
         return db.execute("SELECT * FROM executions WHERE seq = ?", (seq,)).fetchone()
 
     # ----- notifications (§5) -------------------------------------------------------------
-    def _snapshot(self, db, thing: str):
-        pending = self._pending(db, thing)
-        return pending, {(r["job_id"], r["execution_number"]) for r in pending}
+    @staticmethod
+    def _snapshot(db, thing: str):
+        """(head row, fingerprint of the pending set) without reading the whole queue.
+
+        The fingerprint is (count, sum of seq). Between a snapshot and the next one a change
+        only removes executions or adds new ones, and seq is AUTOINCREMENT (a new one exceeds
+        every existing one), so equal fingerprints mean an equal set.
+        """
+        fingerprint = tuple(
+            db.execute(
+                "SELECT count(*), total(seq) FROM executions WHERE thing = ? "
+                "AND status IN ('QUEUED', 'IN_PROGRESS')",
+                (thing,),
+            ).fetchone()
+        )
+        return Engine._head(db, thing), fingerprint
 
     def _notifications(self, db, thing: str, before, at: float) -> list:
         """notify when the pending set changed; notify-next when the head changed."""
-        old_rows, old_keys = before
-        rows, keys = self._snapshot(db, thing)
+        old_head_row, old_keys = before
+        head_row, keys = self._snapshot(db, thing)
         messages = []
         prefix = f"$aws/things/{thing}/jobs/"
         stamp = int(at)
         if keys != old_keys:
             jobs: dict = {}
-            for row in rows[: int(self.settings["pending_list_limit"])]:
+            for row in self._pending(db, thing, int(self.settings["pending_list_limit"])):
                 jobs.setdefault(row["status"], []).append(self._summary(row))
             ordered = {s: jobs[s] for s in ("IN_PROGRESS", "QUEUED") if s in jobs}
             messages.append((prefix + "notify", {"timestamp": stamp, "jobs": ordered}))
-        old_head = (old_rows[0]["job_id"], old_rows[0]["execution_number"]) if old_rows else None
-        head = (rows[0]["job_id"], rows[0]["execution_number"]) if rows else None
+        old_head = (old_head_row["job_id"], old_head_row["execution_number"]) if old_head_row else None
+        head = (head_row["job_id"], head_row["execution_number"]) if head_row else None
         if head != old_head:
             payload: dict = {"timestamp": stamp}
-            if rows:
-                job = self._job(db, rows[0]["job_id"])
-                payload["execution"] = self._execution(db, rows[0], job, True, at)
+            if head_row is not None:
+                job = self._job(db, head_row["job_id"])
+                payload["execution"] = self._execution(db, head_row, job, True, at)
             messages.append((prefix + "notify-next", payload))
         return messages
 
@@ -331,7 +356,7 @@ class Engine:
         return request
 
     def _get_pending(self, db, thing: str, request: dict) -> dict:
-        rows = self._pending(db, thing)[: int(self.settings["pending_list_limit"])]
+        rows = self._pending(db, thing, int(self.settings["pending_list_limit"]))
         return {
             "inProgressJobs": [self._summary(r) for r in rows if r["status"] == "IN_PROGRESS"],
             "queuedJobs": [self._summary(r) for r in rows if r["status"] == "QUEUED"],
@@ -351,9 +376,9 @@ class Engine:
         if step is not None:
             step = _as_int(step, "stepTimeoutInMinutes", 1, MAX_STEP_MINUTES)
         before = self._snapshot(db, thing)
-        if not before[0]:
+        row = before[0]
+        if row is None:
             return {}, []
-        row = before[0][0]
         job = self._job(db, row["job_id"])
         if row["status"] == "QUEUED":
             progress = self._progress_deadline(job, at)
@@ -395,10 +420,9 @@ class Engine:
         include = request.get("includeJobDocument", True)
         include = _as_bool(include, "includeJobDocument")
         if job_id == "$next":
-            rows = self._pending(db, thing)
-            if not rows:
+            row = self._head(db, thing)
+            if row is None:
                 return {}
-            row = rows[0]
         else:
             row = self._latest(db, job_id, thing, number)
             if row is None:
