@@ -13,6 +13,7 @@ import itertools
 import json
 import multiprocessing
 import resource
+import socket
 import ssl
 import statistics
 import sys
@@ -93,6 +94,8 @@ class SimDevice:
         self._send("start-next", {})
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        # as the firmware does: small requests go out at once, not after a delayed ACK (Nagle)
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(
             [
                 (self.prefix + "start-next/+", 1),
