@@ -9,6 +9,7 @@ With --keep the stand-in and the device stay up for your own jobs until Ctrl-C.
 
 import argparse
 import hashlib
+import queue
 import shutil
 import signal
 import sys
@@ -113,7 +114,7 @@ class TelemetryWatch:
         while not self._stop.is_set():
             try:
                 _topic, payload = self._device.messages.get(timeout=0.2)
-            except Exception:  # noqa: BLE001 - queue.Empty: nothing yet
+            except queue.Empty:
                 continue
             if isinstance(payload, dict):
                 self.latest = payload
@@ -192,9 +193,7 @@ def run_demo(aws: StandIn, device: SimDevice, timeout: float, live: bool) -> int
                         shown[job.job_id] = status
                         details = details_text(rows[job.job_id])
                         print(f"{time.time() - started:6.1f}s  {job.job_id:<12} {status}  {details}")
-            if done and (app_seen or time.time() - started > timeout):
-                break
-            if time.time() - started > timeout:
+            if (done and app_seen) or time.time() - started > timeout:
                 break
             time.sleep(0.3)
         if not live:  # on a terminal the last frame of the live table is already on screen

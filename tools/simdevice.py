@@ -76,7 +76,7 @@ class SimDevice:
     """Runs and re-boots the simulated device; `kill()` is a power cut, `start()` power on."""
 
     def __init__(self, root: Path, heapsize: str | None = None, echo: bool = False, deployed: bool = False):
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # the process runs with cwd = root: no relative paths
         self.heapsize = heapsize
         self.echo = echo
         self.deployed = deployed
