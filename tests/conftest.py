@@ -40,8 +40,15 @@ def run_micropython(args, env=None, heapsize=None, timeout=120, cwd=None):
     if heapsize:
         command += ["-X", f"heapsize={heapsize}"]
     full_env = dict(os.environ, MICROPYPATH=micropypath(), **(env or {}))
+    # errors="replace": a test may print what a hostile document holds (CESU-8, lone surrogates)
     return subprocess.run(
-        command + list(args), env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        command + list(args),
+        env=full_env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        cwd=cwd,
     )
 
 

@@ -150,7 +150,7 @@ class Responder:
 
         def reject(code, message, execution=None):
             body = {"code": code, "message": message, "timestamp": now}
-            if token is not None:
+            if token is not None and code != "InvalidJson":  # AWS cannot read a token it refuses
                 body["clientToken"] = token
             if execution is not None:
                 body["executionState"] = {

@@ -1,10 +1,16 @@
 # jobs.client: the AWS IoT Jobs MQTT API, one request at a time. MIT licence.
-"""Requests to the Jobs service (get, describe, start-next, update) and the answers to them.
+"""Requests to the Jobs service (get, describe, start-next, update) and the answer to each.
+
+    a = client.update("job-7", "SUCCEEDED", {"pin": "LED"}, expected_version=2)
+    a.result                # ACCEPTED, REJECTED or TIMEOUT
+    a.code, a.kind          # the rejected code and what it means (RETRY, GONE, STALE, REFUSED ...)
+    a.execution             # the execution an accepted start-next / describe named, or None
 
 Every request carries a fresh clientToken and waits, with a deadline, for the accepted or
 rejected answer carrying that token; answers with any other token are ignored and counted.
-RequestThrottled / InternalError are retried with a bounded backoff (new token each try);
-every other rejection is logged with its request and returned to the caller.
+RequestThrottled / InternalError are retried with backoff (a new token each try); every other
+rejection is logged with its request and returned. Every statusDetails sent is built by
+jobs.details, so it is valid AWS input whatever a job's document held.
 
 The client is the transport's message handler. Incoming messages are scanned in the
 transport's buffer (jobs.scan); notify-next is recorded in `head` / `head_changed`; the job
@@ -15,52 +21,42 @@ document of an awaited start-next or describe answer is decoded at once (only wh
 import json
 import time
 
+from micropython import const
+
+from jobs import clock
+from jobs import details as D
 from jobs import topics as T
 from jobs.scan import ScanError
 
-ACCEPTED = 1
-REJECTED = 2
-TIMEOUT = 3
+ACCEPTED = const(1)
+REJECTED = const(2)
+TIMEOUT = const(3)
 
-_RETRYABLE = ("RequestThrottled", "InternalError")
-_MAX_PAIRS = 10
-_MAX_KEY = 128
-_MAX_VALUE = 1024
+# what a rejected code means for the device; the one table of AWS's codes
+OTHER = const(0)  # InvalidTopic and codes AWS may add: logged, the request is not repeated
+RETRY = const(1)  # the service did not act on it: the same request may be sent again later
+GONE = const(2)  # the execution is over (canceled, timed out, removed, finished)
+STALE = const(3)  # VersionMismatch: describe, adopt the service's version, send once more
+REFUSED = const(4)  # the request itself was refused (statusDetails, status): send it differently
+MISSING = const(5)  # no such execution
+_KINDS = {
+    "RequestThrottled": RETRY,
+    "InternalError": RETRY,
+    "TerminalStateReached": GONE,
+    "InvalidStateTransition": GONE,
+    "VersionMismatch": STALE,
+    "InvalidRequest": REFUSED,
+    "InvalidJson": REFUSED,
+    "ResourceNotFound": MISSING,
+}
+
+TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")
+_SLICE_MS = const(1000)  # waits are cut into slices so the watchdog is fed
 
 
-def _key_char(c):
-    return ("a" <= c <= "z") or ("A" <= c <= "Z") or ("0" <= c <= "9") or c in ":_-"
-
-
-def clean_details(details):
-    """statusDetails AWS will accept: <= 10 pairs, keys 1-128 of [a-zA-Z0-9:_-], values
-    1-1024 characters without control characters.
-
-    Nothing fails: bad key characters become '_', keys are cut to 128; values that are not
-    strings are converted with str(), control characters become spaces, values longer than
-    1024 are cut to 1021 + "...", empty values become "-"; beyond ten pairs the rest are
-    dropped ("reason" is always kept).
-    """
-    out = {}
-    if not isinstance(details, dict):
-        return out
-    keys = list(details)
-    if "reason" in details:  # dicts are unordered on MicroPython: the reason always survives
-        keys.remove("reason")
-        keys.insert(0, "reason")
-    for k in keys:
-        if len(out) >= _MAX_PAIRS:
-            break
-        key = "".join(c if _key_char(c) else "_" for c in str(k)[:_MAX_KEY])
-        if not key or key in out:
-            continue
-        v = details[k]
-        v = v if isinstance(v, str) else str(v)
-        if len(v) > _MAX_VALUE:
-            v = v[: _MAX_VALUE - 3] + "..."
-        v = "".join(" " if (ord(c) < 32 or 127 <= ord(c) < 160) else c for c in v)
-        out[key] = v or "-"
-    return out
+def kind_of(code):
+    """What a rejected `code` means (RETRY, GONE, STALE, REFUSED, MISSING or OTHER)."""
+    return _KINDS.get(code, OTHER)
 
 
 class Execution:
@@ -76,50 +72,67 @@ class Execution:
         self.size = f.size
 
 
-class Client:
-    """One thing's Jobs API over a transport (jobs.mqtt.MQTT or anything with its interface)."""
+class Answer:
+    """The service's answer to one request."""
 
-    def __init__(self, link, topics, tokens, scanner, cfg, log=print):
+    def __init__(self, result, code=None, text=None, execution=None, state_status=None, state_version=None):
+        self.result = result
+        self.code = code
+        self.text = text
+        self.execution = execution
+        self.state_status = state_status  # executionState of a rejected update / VersionMismatch
+        self.state_version = state_version
+        self.pending = None  # GetPending: [(job_id, execution_number)], in progress first
+
+    @property
+    def kind(self):
+        return kind_of(self.code) if self.result == REJECTED else OTHER
+
+
+_NO_ANSWER = Answer(TIMEOUT)
+
+
+def _pending(payload):
+    """[(job_id, execution_number)] of a GetPending answer (at most 10 + 10 summaries, so it
+    is decoded whole; asked only on the rare path past an execution given up on)."""
+    try:
+        d = json.loads(bytes(payload))
+    except (ValueError, MemoryError):
+        return None
+    out = []
+    for key in ("inProgressJobs", "queuedJobs"):
+        for s in d.get(key) or ():
+            if isinstance(s, dict) and isinstance(s.get("jobId"), str):
+                n = s.get("executionNumber")
+                out.append((s["jobId"], n if isinstance(n, int) else None))
+    return out
+
+
+class Client:
+    """One thing's Jobs API over a transport (jobs.mqtt.MQTT or anything with its interface).
+
+    `feed()`, when given, is called while a request waits (the board's watchdog)."""
+
+    def __init__(self, link, topics, tokens, scanner, cfg, log=print, feed=None):
         self.link = link
         self.topics = topics
         self.tokens = tokens
         self.scanner = scanner
         self.cfg = cfg  # read at each use: config.set changes the remotely settable keys
         self.log = log
+        self.feed = feed
         link.set_handler(self)
-        # the awaited answer
-        self._awaiting = None
+        self._awaiting = None  # clientToken of the request in flight
+        self._await_kind = 0  # its accepted answer's topic kind (rejected is one more)
+        self._await_job = None  # the job id in its answer topic (update, describe)
         self._want_doc = False
-        self._answer = 0
-        self.code = None
-        self.text = None
-        self.execution = None
-        self.state_status = None
-        self.state_version = None
+        self._answer = None
         # notify-next: (job_id, execution_number) of the head, None when nothing is pending
         self.head = None
         self.head_changed = False
-        # counters
-        self.unknown = 0  # messages on topics we do not act on
-        self.bad = 0  # messages that are not valid JSON
         self._large_kind = 0
+        self._large_job = None
         self._large_error = None
-
-    @property
-    def timeout_ms(self):
-        return self.cfg["request_timeout_ms"]
-
-    @property
-    def retries(self):
-        return self.cfg["retries"]
-
-    @property
-    def retry_base_ms(self):
-        return self.cfg["retry_base_ms"]
-
-    @property
-    def max_document(self):
-        return self.cfg["max_document"]
 
     @property
     def ignored(self):
@@ -129,109 +142,102 @@ class Client:
     # -- the transport's handler ------------------------------------------------------------
 
     def message(self, topic, payload):
-        kind, _ = self.topics.classify(topic)
+        kind, job = self.topics.classify(topic)
         if kind == T.UNKNOWN or kind == T.NOTIFY:
-            self.unknown += 1
             return
         try:
             f = self.scanner.scan(payload, len(payload))
         except ScanError as e:
             self._invalid(kind, e)
             return
-        self._dispatch(kind, f, payload)
+        self._dispatch(kind, job, f, payload)
 
     def large_begin(self, topic, size):
-        kind, _ = self.topics.classify(topic)
+        kind, job = self.topics.classify(topic)
         self._large_kind = kind
+        self._large_job = job
         self._large_error = None
         if kind != T.UNKNOWN:
             self.scanner.begin()
 
     def large_feed(self, chunk):
-        if self._large_kind != T.UNKNOWN and self._large_error is None:
-            try:
-                self.scanner.feed(chunk)
-            except ScanError as e:
-                self._large_error = e
+        if self._large_kind != T.UNKNOWN:
+            self.scanner.feed(chunk)
 
     def large_end(self):
         kind = self._large_kind
         if kind == T.UNKNOWN or kind == T.NOTIFY:
-            self.unknown += 1
             return
-        if self._large_error is None:
-            try:
-                f = self.scanner.end()
-            except ScanError as e:
-                self._large_error = e
-        if self._large_error is not None:
-            self._invalid(kind, self._large_error)
+        try:
+            f = self.scanner.end()
+        except ScanError as e:
+            self._invalid(kind, e)
             return
-        self._dispatch(kind, f, None)
+        self._dispatch(kind, self._large_job, f, None)
 
     def _invalid(self, kind, error):
-        self.bad += 1
+        """A message the scanner refused; its fields up to the problem are in scanner.fields."""
         self.log("jobs: invalid JSON on topic kind", kind, "(" + str(error.kind) + ")")
+        f = self.scanner.fields
         if kind == T.NOTIFY_NEXT:
             # notify-next carries the document: one the scanner cannot read must not hide
             # that a job is next (start-next then answers it), unless it is the head we know
-            job = getattr(error, "job_id", None)
-            number = getattr(error, "execution_number", None)
             head = self.head
-            if job and not (head is not None and head[0] == job and number is None):
-                self.head = (job, number)
+            if f.job_id and not (head is not None and head[0] == f.job_id and f.execution_number is None):
+                self.head = (f.job_id, f.execution_number)
                 self.head_changed = True
             return
         # an awaited answer whose document cannot be read: its execution is still answered
-        # (FAILED with the reason), when the token and job id came before the problem
-        token = getattr(error, "client_token", None)
+        # (REJECTED with the reason), when the token and job id came before the problem
+        token = f.client_token
         if (
             token is not None
             and token == self._awaiting
             and self._want_doc
-            and kind in (T.START_NEXT_ACCEPTED, T.DESCRIBE_ACCEPTED)
-            and getattr(error, "job_id", None)
+            and (kind == T.START_NEXT_ACCEPTED or kind == T.DESCRIBE_ACCEPTED)
+            and f.job_id
         ):
             self.tokens.take(token)
-            f = self.scanner.fields  # cleared by the failed scan: refill what it had read
-            f.client_token = token
             f.has_execution = True
-            f.job_id = error.job_id
-            f.execution_number = error.execution_number
-            f.version_number = error.version_number
-            self._record(kind, f, None)
-            ex = self.execution
-            if ex is not None:
-                ex.doc_error = "invalid JSON (" + str(error.kind) + ": " + str(error.why) + ")"
+            f.code = f.message = f.state_status = f.state_version = None
+            answer = self._record(kind, f, None, False)
+            answer.execution.doc_error = "invalid JSON (" + str(error.kind) + ": " + str(error.why) + ")"
+            self._answer = answer
 
-    def _dispatch(self, kind, f, payload):
+    def _dispatch(self, kind, job, f, payload):
         if kind == T.NOTIFY_NEXT:
             self.head = (f.job_id, f.execution_number) if f.has_execution else None
             self.head_changed = True
             return
         token = f.client_token
         if token is None or token != self._awaiting:
+            if token is None and f.code == "InvalidJson" and self._awaits(kind, job):
+                # a payload the service could not read comes back without its token, on the
+                # request's own rejected topic: that is the answer, not someone else's
+                self._answer = self._record(kind, f, payload, False)
+                return
             self.tokens.take(token)  # counts it as ignored (awaited tokens are forgotten on timeout)
             return
         self.tokens.take(token)
-        self._record(kind, f, payload)
+        self._answer = self._record(kind, f, payload, self._want_doc)
 
-    def _record(self, kind, f, payload):
-        accepted = kind in (T.GET_ACCEPTED, T.START_NEXT_ACCEPTED, T.DESCRIBE_ACCEPTED, T.UPDATE_ACCEPTED)
-        self._answer = ACCEPTED if accepted else REJECTED
-        self.code = f.code
-        self.text = f.message
-        self.state_status = f.state_status
-        self.state_version = f.state_version
-        self.execution = None
+    def _awaits(self, kind, job):
+        return self._awaiting is not None and kind == self._await_kind + 1 and job == self._await_job
+
+    def _record(self, kind, f, payload, want_doc):
+        accepted = kind == self._await_kind
+        ex = None
         if accepted and f.has_execution and f.job_id:
             ex = Execution(f)
-            self.execution = ex
-            if self._want_doc:
+            if want_doc:
                 self._decode_document(ex, f, payload)
+        answer = Answer(ACCEPTED if accepted else REJECTED, f.code, f.message, ex, f.state_status, f.state_version)
+        if accepted and kind == T.GET_ACCEPTED and payload is not None:
+            answer.pending = _pending(payload)
+        return answer
 
     def _decode_document(self, ex, f, payload):
-        limit = self.max_document
+        limit = self.cfg["max_document"]
         if f.truncated or payload is None:
             ex.doc_error = "document too large (" + str(f.size) + " > " + str(limit) + ")"
             return
@@ -254,84 +260,93 @@ class Client:
     def pump(self, ms):
         """Handle incoming traffic for `ms` (keeps the link alive while waiting)."""
         deadline = time.ticks_add(time.ticks_ms(), ms)
-        while time.ticks_diff(deadline, time.ticks_ms()) > 0:
-            self.link.wait(max(1, time.ticks_diff(deadline, time.ticks_ms())))
+        while True:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                return
+            if self.feed is not None:
+                self.feed()
+            self.link.wait(min(left, _SLICE_MS))
 
-    def _exchange(self, topic, body, want_doc):
+    def _exchange(self, topic, body, want_doc, kind, job):
         token = self.tokens.new()
-        payload = '{"clientToken":"' + token + '"' + body + "}"
         self._awaiting = token
+        self._await_kind = kind
+        self._await_job = job
         self._want_doc = want_doc
-        self._answer = 0
-        self.code = self.text = self.execution = None
+        self._answer = None
         try:
-            self.link.publish(topic, payload.encode(), qos=1)
-            deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-            while not self._answer:
+            self.link.publish(topic, b'{"clientToken":"' + token.encode() + b'"' + body + b"}", qos=1)
+            deadline = time.ticks_add(time.ticks_ms(), self.cfg["request_timeout_ms"])
+            while self._answer is None:
                 left = time.ticks_diff(deadline, time.ticks_ms())
                 if left <= 0:
                     break
-                self.link.wait(left)
+                if self.feed is not None:
+                    self.feed()
+                self.link.wait(min(left, _SLICE_MS))
         finally:
             self._awaiting = None
-            if not self._answer:
+            if self._answer is None:
                 self.tokens.forget(token)
-        return self._answer or TIMEOUT
+        answer = self._answer
+        self._answer = None
+        return answer or _NO_ANSWER
 
-    def call(self, what, topic, body="", want_doc=False):
-        """One request with retries for throttling; ACCEPTED, REJECTED (self.code) or TIMEOUT."""
+    def call(self, name, topic, body=b"", want_doc=False, kind=0, job=None):
+        """One request (`name` and `job` for the log), retried while the service answers
+        RequestThrottled / InternalError."""
+        cfg = self.cfg
         attempt = 0
         while True:
-            result = self._exchange(topic, body, want_doc)
-            if result != REJECTED or self.code not in _RETRYABLE or attempt >= self.retries:
+            answer = self._exchange(topic, body, want_doc, kind, job)
+            if answer.kind != RETRY or attempt >= cfg["retries"]:
                 break
-            delay = self.retry_base_ms << attempt
-            self.log("jobs:", what, "rejected", self.code, "- retry in", delay, "ms")
+            base = cfg["retry_base_ms"]
+            delay = clock.backoff_ms(attempt, base, base << cfg["retries"])
+            self.log("jobs:", name, job or "", "rejected", answer.code, "- retry in", delay, "ms")
             self.pump(delay)
             attempt += 1
-        if result == REJECTED:
-            self.log("jobs:", what, "rejected:", self.code, self.text or "", "request:", body)
-        elif result == TIMEOUT:
-            self.log("jobs:", what, "no answer within", self.timeout_ms, "ms")
-        return result
+        if answer.result == REJECTED:
+            self.log("jobs:", name, job or "", "rejected:", answer.code, answer.text or "", "request:", body)
+        elif answer.result == TIMEOUT:
+            self.log("jobs:", name, job or "", "no answer within", cfg["request_timeout_ms"], "ms")
+        return answer
 
     def get_pending(self):
-        return self.call("get", self.topics.get_pending())
+        return self.call("get", self.topics.get_pending(), b"", False, T.GET_ACCEPTED)
 
     def describe(self, job_id="$next", execution_number=None, include_document=True):
-        body = ""
+        body = b""
         if execution_number is not None:
-            body += ',"executionNumber":' + str(execution_number)
-        body += ',"includeJobDocument":' + ("true" if include_document else "false")
-        return self.call("describe " + job_id, self.topics.describe(job_id), body, include_document)
+            body += b',"executionNumber":' + str(execution_number).encode()
+        body += b',"includeJobDocument":true' if include_document else b',"includeJobDocument":false'
+        return self.call("describe", self.topics.describe(job_id), body, include_document, T.DESCRIBE_ACCEPTED, job_id)
 
     def start_next(self, details=None, step_timeout=0):
-        body = ""
-        if details:
-            body += ',"statusDetails":' + json.dumps(clean_details(details))
+        body = self._details(details)
         if step_timeout:
-            body += ',"stepTimeoutInMinutes":' + str(step_timeout)
-        return self.call("start-next", self.topics.start_next(), body, True)
+            body += b',"stepTimeoutInMinutes":' + str(step_timeout).encode()
+        return self.call("start-next", self.topics.start_next(), body, True, T.START_NEXT_ACCEPTED)
 
-    def update(
-        self,
-        job_id,
-        status,
-        details=None,
-        expected_version=None,
-        execution_number=None,
-        include_state=False,
-        step_timeout=0,
-    ):
-        body = ',"status":"' + status + '"'
-        if details:
-            body += ',"statusDetails":' + json.dumps(clean_details(details))
+    def update(self, job_id, status, details=None, expected_version=None, execution_number=None,
+               include_state=False, step_timeout=0):  # fmt: skip
+        """UpdateJobExecution. `details`: a dict (encoded by jobs.details) or the bytes
+        jobs.details.encode() made of one."""
+        body = b',"status":"' + status.encode() + b'"' + self._details(details)
         if expected_version is not None:
-            body += ',"expectedVersion":' + str(expected_version)
+            body += b',"expectedVersion":' + str(expected_version).encode()
         if execution_number is not None:
-            body += ',"executionNumber":' + str(execution_number)
+            body += b',"executionNumber":' + str(execution_number).encode()
         if include_state:
-            body += ',"includeJobExecutionState":true'
+            body += b',"includeJobExecutionState":true'
         if step_timeout:
-            body += ',"stepTimeoutInMinutes":' + str(step_timeout)
-        return self.call("update " + job_id + " " + status, self.topics.update(job_id), body)
+            body += b',"stepTimeoutInMinutes":' + str(step_timeout).encode()
+        return self.call("update", self.topics.update(job_id), body, False, T.UPDATE_ACCEPTED, job_id)
+
+    def _details(self, details):
+        if not details:
+            return b""
+        if not isinstance(details, bytes):
+            details = D.encode(details, self.cfg["max_details"])
+        return b',"statusDetails":' + details if details != b"{}" else b""

@@ -31,6 +31,7 @@ SCHEMA = (
     ("journal", _STR, "journal.json", 1, 128, False),
     ("buffer_size", _INT, 8192, 1024, 65536, False),
     ("max_document", _INT, 8192, 64, 65536, True),
+    ("max_details", _INT, 2048, 256, 16384, True),
     ("keepalive", _INT, 60, 2, 1200, True),
     ("connect_timeout_ms", _INT, 10000, 500, 60000, False),
     ("request_timeout_ms", _INT, 10000, 200, 60000, True),

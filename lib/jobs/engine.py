@@ -1,26 +1,32 @@
-# jobs.engine: claim, validate, run and report jobs, one at a time. MIT licence.
+# jobs.engine: the loop, the claim and the recovery, one job at a time. MIT licence.
 """The Jobs engine: on boot, after a reconnect and on notify-next it asks start-next for work,
-validates the document (ops.normalize / ops.validate), runs the operation with a `Job`, and
-reports SUCCEEDED / FAILED / REJECTED with statusDetails. A journal (jobs.store.Journal)
-records the execution and its phase so a reset is recovered, never silently dropped or re-run.
+checks the document (ops.prepare), runs the operation with a `jobs.job.Job`, and reports
+SUCCEEDED / FAILED / REJECTED. A journal (jobs.store.Journal) records what must survive a
+reset, so a reset is recovered, never silently dropped or re-run.
 
-    from jobs import engine
-    engine.run_forever(cfg, board)      # cfg from jobs.config.load(); never returns
+    eng = engine.build(cfg, board)      # the wired engine (TLS link, client, journal)
+    eng.run_forever()
 
-See docs/engine.md for the rules (cancellation, duplicates, rejected codes, recovery).
+What is journaled, and why (see docs/engine.md): start-next already makes the service hold
+"claimed" (the execution is IN_PROGRESS and comes back from start-next after a reset), so a
+claim is never journaled. An idempotent operation (running it twice has the effect of running
+it once: gpio.write, diag.echo, ...) is not journaled at all: after a reset it simply runs
+again. Any other operation is journaled `running` before its handler starts (after a reset it
+resumes, or ends FAILED "interrupted by reset, not re-run") and `done` with its final update
+(after a reset that update is sent, the handler not run again).
 """
 
 import gc
 import sys
 import time
 
+from jobs import clock, ops
 from jobs import client as C
-from jobs import ops
+from jobs.job import TERMINAL, Job
 from jobs.mqtt import LinkDown
 
-TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")
 INTERRUPTED = "interrupted by reset, not re-run"
-_FINAL_GONE = ("TerminalStateReached", "InvalidStateTransition")
+_SKIP_CAP = 4  # executions given up on, remembered so the queue moves on past them
 
 
 def _reason(error):
@@ -29,50 +35,6 @@ def _reason(error):
     text = str(error)
     name = error.__class__.__name__
     return name + ": " + text if text else name
-
-
-class Job:
-    """What an operation's handler gets (docs/contracts.md, "The job object")."""
-
-    def __init__(self, engine, ex, doc, op_name, phase=None, data=None):
-        self._engine = engine
-        self.id = ex.job_id
-        self.execution_number = ex.execution_number
-        self.version = ex.version
-        self.doc = doc
-        self.board = engine.board
-        self.config = engine.cfg
-        self.op = op_name
-        self.phase = phase
-        self.data = data if data is not None else {}
-        self.canceled = False
-        self._last_progress = None
-
-    def progress(self, details=None, must=False):
-        """Report IN_PROGRESS (rate-limited; re-arms the step timer). False: the job was
-        canceled; clean up and raise ops.Canceled. must=True: send now (reconnecting if need
-        be) and return True only when the service answered update/accepted."""
-        if must:
-            return self._engine._progress_accepted(self, details)
-        return self._engine._progress(self, details)
-
-    def checkpoint(self, phase, data=None):
-        """Journal `phase` (and `data`) atomically, to resume from after a reset."""
-        self.phase = phase
-        if data is not None:
-            self.data = data
-        self._engine._journal_job(self)
-
-    def reboot(self, details=None):
-        """Journal, report IN_PROGRESS (accepted), then reset the board: never returns."""
-        if self.phase in (None, "running"):
-            self.phase = "reboot"
-        self._engine._journal_job(self)
-        if not self._engine._progress_accepted(self, details):
-            if self.canceled:
-                raise ops.Canceled()
-            raise ops.Failed("could not report IN_PROGRESS before the reboot")
-        self.board.reset("job " + self.id)
 
 
 class Engine:
@@ -85,13 +47,17 @@ class Engine:
         self.telemetry = telemetry
         self.log = log
         self.wdt = wdt
+        client.feed = self.feed
         self.job = None  # the Job running now
         self.want_next = True
         self.want_recover = True
+        self.pending = None  # (job, status, details): a final update not accepted yet, unjournaled
         self.finished = None  # (job_id, execution_number) last finished or dropped
+        self.skip = []  # (job_id, execution_number) given up on: their final update was refused
         self.retry_at = None  # ticks when a paused claim/report may be tried again
         self.jobs_ok = 0
         self.jobs_failed = 0
+        self.given_up = 0
         self.canceled = 0
         self.duplicates = 0
         self.steps = 0
@@ -105,10 +71,10 @@ class Engine:
     def step(self):
         """One turn of the loop: connect, report, recover, claim+run, or wait for traffic."""
         self.steps += 1
-        self._feed()
+        self.feed()
         try:
             if not self.link.connected:
-                self._connect()
+                self.connect()
             self._telemetry()
             if self.retry_at is not None:
                 if time.ticks_diff(time.ticks_ms(), self.retry_at) < 0:
@@ -134,55 +100,64 @@ class Engine:
             "job": self.job.id if self.job else None,
             "jobs_ok": self.jobs_ok,
             "jobs_failed": self.jobs_failed,
+            "given_up": self.given_up,
             "reconnects": max(0, self.link.connects - 1),
             "ignored": self.client.ignored,
         }
 
-    def _feed(self):
+    def feed(self):
+        """Feed the watchdog (and keep the uptime count right past the tick wrap)."""
+        clock.uptime_s()
         if self.wdt is not None:
             self.wdt.feed()
 
     def _sleep(self, ms):
         while ms > 0:
-            self._feed()
+            self.feed()
             step = min(ms, 1000)
             time.sleep_ms(step)
             ms -= step
 
-    def _connect(self):
+    def connect(self):
+        """Open the link (backoff between tries), then ask again: a lost notification never
+        loses a job."""
         cfg = self.cfg
         self.link.reconnect(
-            self.client.topics.subscriptions(),
-            cfg["reconnect_min_ms"],
-            cfg["reconnect_max_ms"],
-            idle=self._sleep,
+            self.client.topics.subscriptions(), cfg["reconnect_min_ms"], cfg["reconnect_max_ms"], idle=self._sleep
         )
         self.log("engine: connected (" + str(self.link.connects) + ")")
-        # never trust a lost notification: ask again after every (re)connect
         self.want_next = True
         self.want_recover = True
 
+    def before_reset(self):
+        """Called before an intentional reset: what should survive it is saved."""
+        if self.telemetry is not None:
+            self.telemetry.save(self.stats())
+
     def _telemetry(self):
+        interval = self.cfg["telemetry_interval_s"]  # config.set may have changed it
         t = self.telemetry
-        if t is not None:
-            t.interval_s = self.cfg["telemetry_interval_s"]  # config.set may have changed it
-        if t is not None and t.due():
+        if t is None:
+            if not interval:
+                return
+            from jobs.telemetry import Telemetry
+
+            t = self.telemetry = Telemetry(self.cfg, self.board)
+        t.interval_s = interval
+        if t.due():
             t.send(self.link, self.stats())
 
     def _idle(self, ms):
         if self.telemetry is not None:
             ms = min(ms, max(1, self.telemetry.ms_until_due()))
         self.link.wait(ms)
-        self._check_head()
-
-    def _check_head(self):
         c = self.client
         if not c.head_changed:
             return
         c.head_changed = False
         if c.head is None:
             return
-        if c.head == self.finished:
+        if c.head == self.finished or c.head in self.skip:
             self.duplicates += 1  # a late notification of what we already finished
             return
         self.want_next = True
@@ -196,49 +171,85 @@ class Engine:
     def _claim(self):
         self.want_next = False
         c = self.client
+        if self.skip:
+            return self._claim_listed()
         if self.cfg["query_next_first"]:
-            r = c.describe("$next", include_document=False)
-            if r == C.TIMEOUT:
+            a = c.describe("$next", include_document=False)
+            if a.result == C.TIMEOUT:
                 raise LinkDown("describe $next: no answer")
-            if r == C.ACCEPTED and c.execution is None:
+            if a.result == C.ACCEPTED and a.execution is None:
                 return
-        r = c.start_next(step_timeout=self.cfg["step_timeout_min"])
-        if r == C.TIMEOUT:
+        a = c.start_next(step_timeout=self.cfg["step_timeout_min"])
+        if a.result == C.TIMEOUT:
             raise LinkDown("start-next: no answer")
-        if r == C.REJECTED:
+        if a.result == C.REJECTED:
             self.want_next = True
             self._pause()
             return
-        ex = c.execution
+        ex = a.execution
         if ex is None:
             return  # nothing pending: wait for notify-next
-        if (ex.job_id, ex.execution_number) == self.finished:
+        key = (ex.job_id, ex.execution_number)
+        if key in self.skip:
+            return self._claim_listed()
+        if key == self.finished:
             self.duplicates += 1  # handed out again after we dropped it: never re-run
             return
         c.head_changed = False
         self._run(ex)
 
-    def _entry(self, ex, phase):
-        return {"job_id": ex.job_id, "execution_number": ex.execution_number, "phase": phase}
+    def _claim_listed(self):
+        """Past an execution given up on (start-next hands it out first): the pending list,
+        and the first execution not given up on, claimed with an IN_PROGRESS update."""
+        c = self.client
+        a = c.get_pending()
+        if a.result == C.TIMEOUT:
+            raise LinkDown("get: no answer")
+        if a.result != C.ACCEPTED or a.pending is None:
+            self._pause()
+            self.want_next = True
+            return
+        listed = a.pending
+        self.skip = [k for k in self.skip if k in listed]  # what left the queue is forgotten
+        for key in listed:
+            if key in self.skip or key == self.finished:
+                continue
+            d = c.describe(key[0], key[1])
+            if d.result == C.TIMEOUT:
+                raise LinkDown("describe: no answer")
+            ex = d.execution
+            if d.result != C.ACCEPTED or ex is None or ex.status in TERMINAL:
+                continue
+            if ex.status == "QUEUED":
+                u = c.update(ex.job_id, "IN_PROGRESS", None, ex.version, ex.execution_number,
+                             step_timeout=self.cfg["step_timeout_min"])  # fmt: skip
+                if u.result == C.TIMEOUT:
+                    raise LinkDown("update: no answer")
+                if u.result != C.ACCEPTED:
+                    continue
+                ex.version += 1
+            c.head_changed = False
+            self.want_next = True
+            return self._run(ex)
 
     def _run(self, ex):
-        entry = self._entry(ex, "claimed")
-        self.journal.write(entry)
+        started = time.ticks_ms()
         if ex.doc_error:
-            return self._conclude(entry, ex, "FAILED", {"reason": ex.doc_error})
+            return self._conclude(Job(self, ex), "REJECTED", {"reason": ex.doc_error}, started)
         try:
-            doc = ops.normalize(ex.doc)
-            op, reason = ops.validate(doc, self.board)
+            op, doc, reason = ops.prepare(ex.doc, self.board)
         except Exception as e:
-            op, reason = None, "invalid document: " + _reason(e)
+            op, doc, reason = None, None, "invalid document: " + _reason(e)
+        ex.doc = None  # the Job holds the converted document
         if op is None:
-            return self._conclude(entry, ex, "REJECTED", {"reason": reason})
-        ex.doc = None  # the Job holds the normalized document
+            name = doc.get("operation") if isinstance(doc, dict) else None
+            job = Job(self, ex, None, name[:64] if isinstance(name, str) else "")
+            return self._conclude(job, "REJECTED", {"reason": reason}, started)
         job = Job(self, ex, doc, op.name, "running")
-        self._journal_job(job)
+        if not op.idempotent:
+            job.save()
         status, details = self._call(job, op.run)
-        ex.version = job.version
-        self._conclude(entry, ex, status, details)
+        self._conclude(job, status, details, started)
 
     def _call(self, job, fn):
         """Run fn(job): (status, details), or (None, None) when the job was canceled."""
@@ -249,6 +260,9 @@ class Engine:
         except ops.Canceled:
             status, details = None, None
         except Exception as e:  # a crashing handler fails its job, never the loop
+            if not isinstance(e, ops.Failed):
+                self.log("engine: job", job.id, "handler raised:")
+                sys.print_exception(e)
             status, details = "FAILED", {"reason": _reason(e)}
         finally:
             self.job = None
@@ -256,189 +270,104 @@ class Engine:
             return None, None
         return status, details
 
-    def _conclude(self, entry, ex, status, details):
+    def _conclude(self, job, status, details, started):
+        ms = time.ticks_diff(time.ticks_ms(), started)
+        reason = details.get("reason") if status and status != "SUCCEEDED" else None
+        self.log("job", job.id, job.op or "-", status or "CANCELED", str(ms) + " ms" + (": " + reason if reason else ""))
         if status is None:
-            self.log("engine: job", ex.job_id, "canceled; nothing more reported")
             self.canceled += 1
-            self._drop(entry)
-            return
-        entry["phase"] = "done"
-        entry["status"] = status
-        entry["details"] = C.clean_details(details)
-        self.journal.write(entry)
-        gc.collect()
-        self._finish(entry, ex.version)
+            return self._drop(job)
+        if job.journaled:
+            from jobs import details as D
 
-    def _drop(self, entry):
-        self.journal.clear()
-        self.finished = (entry["job_id"], entry["execution_number"])
+            details = D.encode(details, self.cfg["max_details"]).decode()  # the journal holds JSON text
+            job.save(status, details)
+            details = details.encode()
+        else:
+            self.pending = (job, status, details)
+        gc.collect()
+        self._finish(job, status, details)
+
+    def _drop(self, job):
+        if job.journaled:
+            self.journal.clear()
+            job.journaled = False
+        self.pending = None
+        self.finished = (job.id, job.execution_number)
         self.want_next = True
 
-    def _finish(self, entry, version):
-        """Send the stored final update; reconcile a VersionMismatch once."""
-        c = self.client
-        job_id, number = entry["job_id"], entry["execution_number"]
-        for _ in range(2):
-            r = c.update(job_id, entry["status"], entry["details"], version, number)
-            if r == C.ACCEPTED:
-                if entry["status"] == "SUCCEEDED":
-                    self.jobs_ok += 1
-                else:
-                    self.jobs_failed += 1
-                self._drop(entry)
-                return
-            if r == C.TIMEOUT:
-                raise LinkDown("update: no answer")  # journal stays "done": resent later
-            code = c.code
-            if code == "VersionMismatch":
-                r = c.describe(job_id, number, include_document=False)
-                if r == C.TIMEOUT:
-                    raise LinkDown("describe: no answer")
-                ex = c.execution
-                if r == C.ACCEPTED and ex is not None and ex.status not in TERMINAL:
-                    version = ex.version
-                    continue  # reconciled: try once more with the service's version
-            if code in ("RequestThrottled", "InternalError"):
-                self.want_recover = True  # keep the journal; try again later
-                self._pause()
-                return
-            if code in _FINAL_GONE or code == "VersionMismatch":
-                self.canceled += 1
-            self.log("engine: final update of", job_id, "dropped:", code)
-            self._drop(entry)
+    def _finish(self, job, status, details):
+        """Send the final update; the journal (or `pending`) keeps it until it is answered."""
+        a = job.send(status, details)
+        if a.result == C.ACCEPTED:
+            if status == "SUCCEEDED":
+                self.jobs_ok += 1
+            else:
+                self.jobs_failed += 1
+            return self._drop(job)
+        if a.result == C.TIMEOUT:
+            raise LinkDown("update: no answer")  # kept: sent again after the reconnect
+        if a.kind == C.RETRY:
+            self.want_recover = True  # kept; try again later
+            self._pause()
             return
-        self.log("engine: final update of", job_id, "dropped: version kept changing")
-        self._drop(entry)
-
-    # -- progress, from inside a handler ----------------------------------------------------
-
-    def _journal_job(self, job):
-        entry = {
-            "job_id": job.id,
-            "execution_number": job.execution_number,
-            "phase": job.phase or "running",
-            "op": job.op,
-        }
-        if job.data:
-            entry["data"] = job.data
-        self.journal.write(entry)
-
-    def _pump(self):
-        """Handle what has arrived (notify-next) without waiting."""
-        if not self.link.connected:
-            return
-        for _ in range(16):
-            if not self.link.wait(0):
-                break
-
-    def _progress(self, job, details):
         if job.canceled:
-            return False
-        self._feed()
-        try:
-            self._pump()
-        except OSError as e:
-            self.log("engine: link lost during job:", _reason(e))
-            self.link.close()
-        c = self.client
-        if c.head_changed:
-            c.head_changed = False
-            if c.head != (job.id, job.execution_number):
-                # notify-next shows another head (or none): our execution is over
-                job.canceled = True
-                return False
-        interval = self.cfg["progress_interval_ms"]
-        if job._last_progress is not None and (
-            time.ticks_diff(time.ticks_ms(), job._last_progress) < interval
-        ):
-            return True
-        self._report_progress(job, details)
-        return not job.canceled
-
-    def _progress_accepted(self, job, details):
-        if job.canceled:
-            return False
-        self._feed()
-        for _ in range(2):  # a second try only after a VersionMismatch was reconciled
-            version = job.version
-            if self._report_progress(job, details, must=True):
-                return True
-            if job.canceled or job.version == version:
-                return False
-        return False
-
-    def _report_progress(self, job, details, must=False):
-        """IN_PROGRESS update; True when accepted. Sets job.canceled when the execution is over."""
-        if not self.link.connected:
-            if not must:
-                return False
-            self._connect()
-        job._last_progress = time.ticks_ms()
-        c = self.client
-        try:
-            r = c.update(
-                job.id,
-                "IN_PROGRESS",
-                details,
-                job.version,
-                job.execution_number,
-                step_timeout=self.cfg["step_timeout_min"],
-            )
-            if r == C.ACCEPTED:
-                job.version = c.state_version if c.state_version else job.version + 1
-                return True
-            if r == C.REJECTED:
-                if c.code in _FINAL_GONE:
-                    job.canceled = True
-                elif c.code == "VersionMismatch":
-                    r = c.describe(job.id, job.execution_number, include_document=False)
-                    ex = c.execution
-                    if r == C.ACCEPTED and ex is not None:
-                        if ex.status in TERMINAL:
-                            job.canceled = True
-                        else:
-                            job.version = ex.version
-        except OSError as e:
-            self.log("engine: link lost during job:", _reason(e))
-            self.link.close()
-        return False
+            self.canceled += 1
+            self.log("engine: final update of", job.id, "dropped:", a.code)
+            return self._drop(job)
+        # refused twice (with its details, then with minimal ones): give it up and move on
+        self.given_up += 1
+        key = (job.id, job.execution_number)
+        if key not in self.skip:
+            self.skip.append(key)
+            if len(self.skip) > _SKIP_CAP:
+                self.skip.pop(0)
+        self.log("engine: final update of", job.id, "refused:", a.code, "- given up, next job")
+        self._drop(job)
 
     # -- after a reset or a reconnect -------------------------------------------------------
 
     def _recover(self):
         self.want_recover = False
+        if self.pending is not None:
+            job, status, details = self.pending
+            return self._finish(job, status, details)
         entry = self.journal.read()
         if entry is None:
             return
         c = self.client
         phase = entry["phase"]
-        key = (entry["job_id"], entry.get("execution_number"))
-        r = c.describe(entry["job_id"], entry.get("execution_number"), include_document=phase != "done")
-        if r == C.TIMEOUT:
+        job_id, number = entry["job_id"], entry.get("execution_number")
+        a = c.describe(job_id, number, include_document=phase != "done")
+        if a.result == C.TIMEOUT:
             raise LinkDown("describe: no answer")
-        ex = c.execution
-        if r == C.REJECTED and c.code in ("RequestThrottled", "InternalError"):
-            self.log("engine: describe of journaled job", key[0], "refused (" + c.code + "); later")
+        ex = a.execution
+        if a.kind == C.RETRY:
+            self.log("engine: describe of journaled job", job_id, "refused (" + str(a.code) + "); later")
             self.want_recover = True  # transient: never drop the journal for it
             self._pause()
             return
-        if r == C.REJECTED or ex is None or ex.status in TERMINAL:
-            self.log("engine: journaled job", key[0], "is over (" + str(c.code or (ex and ex.status)) + ")")
-            self._drop(entry)
+        if a.result == C.REJECTED or ex is None or ex.status in TERMINAL:
+            self.log("engine: journaled job", job_id, "is over (" + str(a.code or (ex and ex.status)) + ")")
+            self.journal.clear()
+            self.finished = (job_id, number)
             return
-        if phase == "done":
-            return self._finish(entry, ex.version)
         if phase == "claimed":
-            return self._run(ex)  # the handler never ran
+            return self._run(ex)  # journaled before the handler started
         op = ops.find(entry.get("op") or "")
+        job = Job(self, ex, None, op.name if op else entry.get("op", ""), phase, entry.get("data") or {})
+        job.journaled = True
+        if phase == "done":
+            details = entry.get("details")
+            return self._finish(job, entry["status"], details.encode() if isinstance(details, str) else details)
         resume = getattr(op, "resume", None) if op is not None else None
-        if op is None or resume is None:
-            return self._conclude(entry, ex, "FAILED", {"reason": INTERRUPTED})
-        doc = ops.normalize(ex.doc) if ex.doc is not None else None
-        job = Job(self, ex, doc, op.name, phase, entry.get("data") or {})
+        started = time.ticks_ms()
+        if resume is None:
+            return self._conclude(job, "FAILED", {"reason": INTERRUPTED}, started)
+        if ex.doc is not None:
+            job.doc = ops.prepare(ex.doc, self.board)[1]
         status, details = self._call(job, resume)
-        ex.version = job.version
-        self._conclude(entry, ex, status, details)
+        self._conclude(job, status, details, started)
 
 
 def _path(root, p):
@@ -459,7 +388,6 @@ def build(cfg, board, log=print):
     """An Engine wired to a TLS MQTT link, from the loaded config and the board."""
     from jobs import mqtt, store, tls, token, topics
     from jobs.scan import Scanner
-    from jobs.telemetry import Telemetry
 
     root = getattr(board, "root", "")
     link = tls.new_client(
@@ -474,19 +402,10 @@ def build(cfg, board, log=print):
     )
     link.setup(cfg["buffer_size"], cfg["connect_timeout_ms"], cfg["request_timeout_ms"])
     client = C.Client(link, topics.Topics(cfg["thing_name"]), token.Tokens(), Scanner(), cfg, log)
-    telemetry = Telemetry(cfg["thing_name"], cfg["telemetry_interval_s"], cfg["app_version"])
+    telemetry = None
+    if cfg["telemetry_interval_s"]:
+        from jobs.telemetry import Telemetry
+
+        telemetry = Telemetry(cfg, board)
     journal = store.Journal(_path(root, cfg["journal"]))
     return Engine(cfg, board, link, client, journal, telemetry, log)
-
-
-def run_forever(cfg, board, log=print):
-    """The device entry point: network up, then claim and run jobs for ever.
-
-    With `watchdog_ms` set, the board's watchdog is started and fed by the loop, by waits
-    and by job.progress(): a hung loop or a handler silent for that long resets the board.
-    """
-    board.connect_network(30000)
-    eng = build(cfg, board, log)
-    if cfg["watchdog_ms"]:
-        eng.wdt = board.watchdog(cfg["watchdog_ms"])
-    eng.run_forever()

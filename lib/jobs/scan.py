@@ -218,12 +218,7 @@ class Scanner:
             error = ScanError("truncated", self._base, "the message ends early")
             self._error = error
         if error is not None:
-            error.client_token = fields.client_token
-            error.job_id = fields.job_id
-            error.execution_number = fields.execution_number
-            error.version_number = fields.version_number
-            fields.reset()
-            raise error
+            raise error  # the fields found before the error stay in self.fields
         fields.size = self._base
         if self._stream:
             fields.truncated = True

@@ -10,7 +10,7 @@ from mptest import env  # noqa: E402
 
 class Board:
     name = "test"
-    root = "/"
+    root = "/tmp"
 
     def reset(self, reason):
         raise testops.Reset(reason)

@@ -120,7 +120,14 @@ class FakeService:
             code = faults.pop(0)
             return reply({"code": code, "message": "injected"}, False)
         if op == "get":
-            return reply({"inProgressJobs": [], "queuedJobs": []})
+            lists = {"IN_PROGRESS": [], "QUEUED": []}
+            for e in self.executions:
+                if e["status"] in lists:
+                    summary = {"jobId": e["job_id"], "queuedAt": 1700000000}
+                    summary["versionNumber"] = e["version"]
+                    summary["executionNumber"] = e["number"]
+                    lists[e["status"]].append(summary)
+            return reply({"inProgressJobs": lists["IN_PROGRESS"], "queuedJobs": lists["QUEUED"]})
         if op == "start-next":
             e = self.head()
             if e is None:

@@ -105,8 +105,14 @@ def test_store_writes_atomically_and_journal_round_trips():
     assert j.read() is None
 
 
+class _Root:
+    root = "/tmp/mptest-telemetry-" + str(id(object()))
+
+
 def test_telemetry_message_is_bounded_json():
-    t = telemetry.Telemetry("thing-1", 60, "app-" + "v" * 100)
+    store.makedirs(_Root.root)
+    cfg = {"thing_name": "thing-1", "telemetry_interval_s": 60, "app_version": "app-" + "v" * 100}
+    t = telemetry.Telemetry(cfg, _Root)
     stats = {"job": "j" * 200, "jobs_ok": 3, "jobs_failed": 1, "reconnects": 2, "ignored": 7}
     msg = t.message(stats)
     doc = json.loads(msg)
@@ -114,3 +120,23 @@ def test_telemetry_message_is_bounded_json():
     assert len(msg) < 300, len(msg)
     assert t.topic == b"logi2/device/thing-1"
     assert json.loads(t.message({}))["job"] is None
+    store.rmtree(_Root.root)
+
+
+def test_telemetry_counters_survive_a_reset():
+    store.makedirs(_Root.root)
+    cfg = {"thing_name": "thing-1", "telemetry_interval_s": 60, "app_version": ""}
+    t = telemetry.Telemetry(cfg, _Root)
+
+    class Link:
+        sent = []
+
+        def publish(self, topic, msg, retain=False, qos=0):
+            Link.sent.append((topic, msg, retain))
+
+    t.send(Link(), {"jobs_ok": 6, "jobs_failed": 1, "reconnects": 2})
+    assert Link.sent[-1][2] is True  # retained: the last one can be read back
+    again = telemetry.Telemetry(cfg, _Root)  # the next boot
+    doc = json.loads(again.message({"jobs_ok": 1}))
+    assert (doc["jobs_ok"], doc["jobs_failed"], doc["reconnects"]) == (7, 1, 2), doc
+    store.rmtree(_Root.root)

@@ -3,7 +3,29 @@
 # duplicates, cancellation, VersionMismatch, retries, reset recovery from each journal state.
 import enginerig as R
 from enginerig import HOOK, RUNS, Reset, Rig
+from jobs import job as J
 from jobs import ops
+
+
+class _Progress:
+    """Wraps Job.progress for one test: fn(job, details, must, original) -> bool."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.orig = J.Job.progress
+
+    def __enter__(self):
+        fn, orig = self.fn, self.orig
+
+        def progress(job, details=None, must=False):
+            return fn(job, details, must, orig)
+
+        J.Job.progress = progress
+        return self
+
+    def __exit__(self, *exc):
+        J.Job.progress = self.orig
+        return False
 
 
 def test_happy_path_claims_runs_and_reports_succeeded():
@@ -46,18 +68,18 @@ def test_document_not_an_object_is_rejected():
     assert "not a JSON object" in rig.service.find("list-doc")["details"]["reason"]
 
 
-def test_document_over_max_document_fails_with_the_size():
+def test_document_over_max_document_is_rejected_with_the_size():
     rig = Rig(max_document=1024, buffer_size=4096)
     rig.create("big", {"operation": "test.echo", "pad": "x" * 2000})
-    rig.until(lambda: rig.service.status("big") == "FAILED")
+    rig.until(lambda: rig.service.status("big") == "REJECTED")
     reason = rig.service.find("big")["details"]["reason"]
     assert reason.startswith("document too large (") and reason.endswith(" > 1024)"), reason
 
 
-def test_message_larger_than_the_buffer_is_streamed_and_fails_with_the_size():
+def test_message_larger_than_the_buffer_is_streamed_and_rejected_with_the_size():
     rig = Rig(max_document=1024, buffer_size=2048)
     rig.create("huge", {"operation": "test.echo", "pad": "x" * 20000})
-    rig.until(lambda: rig.service.status("huge") == "FAILED")
+    rig.until(lambda: rig.service.status("huge") == "REJECTED")
     reason = rig.service.find("huge")["details"]["reason"]
     assert reason.startswith("document too large (2") and reason.endswith(" > 1024)"), reason
     rig.create("after", {"operation": "test.echo", "value": 1})
@@ -109,20 +131,14 @@ def test_cancel_seen_in_notify_next_stops_the_handler_and_reports_nothing_more()
     rig.create("next", {"operation": "test.echo", "value": 2})
     count = [0]
 
-    def cancel_after_three(job):
-        count[0] += 1
-        return count[0]
-
-    orig = rig.engine._progress
-
-    def progress(job, details):
+    def progress(job, details, must, orig):
         if count[0] == 3:
             rig.link.push(rig.service.cancel("long"))
-        cancel_after_three(job)
-        return orig(job, details)
+        count[0] += 1
+        return orig(job, details, must)
 
-    rig.engine._progress = progress
-    rig.until(lambda: rig.service.status("next") == "SUCCEEDED")
+    with _Progress(progress):
+        rig.until(lambda: rig.service.status("next") == "SUCCEEDED")
     updates = rig.updates("long")
     assert all(u[1] == "IN_PROGRESS" for u in updates), updates
     assert len(updates) == 3, updates
@@ -134,16 +150,15 @@ def test_update_rejected_as_terminal_cancels_the_running_job():
     rig = Rig()
     rig.create("gone", {"operation": "test.steps", "n": 20})
     calls = [0]
-    orig = rig.engine._progress
 
-    def progress(job, details):
+    def progress(job, details, must, orig):
         calls[0] += 1
         if calls[0] == 2:
             rig.service.cancel("gone")  # no notification delivered: only the update tells
-        return orig(job, details)
+        return orig(job, details, must)
 
-    rig.engine._progress = progress
-    rig.until(lambda: rig.engine.canceled == 1)
+    with _Progress(progress):
+        rig.until(lambda: rig.engine.canceled == 1)
     assert calls[0] == 2
     assert [u[1] for u in rig.updates("gone")] == ["IN_PROGRESS"]
 
@@ -350,3 +365,122 @@ def test_describe_throttled_after_a_reset_keeps_the_journal_and_tries_again():
     rig2.until(lambda: rig.service.status("boot2") == "SUCCEEDED")
     assert rig.service.faults["describe"] == []  # every refusal was seen; none dropped the job
     assert any("refused (InternalError)" in line for line in rig2.logs), rig2.logs
+
+
+class _Writes:
+    """Counts journal writes and clears of one rig."""
+
+    def __init__(self, rig):
+        self.writes = []
+        self.clears = 0
+        write, clear = rig.journal.write, rig.journal.clear
+
+        def counted_write(entry):
+            self.writes.append(entry["phase"])
+            write(entry)
+
+        def counted_clear():
+            self.clears += 1
+            clear()
+
+        rig.journal.write = counted_write
+        rig.journal.clear = counted_clear
+
+
+def test_an_idempotent_operation_is_never_journaled():
+    rig = Rig()
+    writes = _Writes(rig)
+    rig.create("idem", {"operation": "test.idem", "value": 3})
+    rig.until(lambda: rig.service.status("idem") == "SUCCEEDED")
+    assert writes.writes == [] and writes.clears == 0, (writes.writes, writes.clears)
+
+
+def test_an_operation_with_effects_is_journaled_running_then_done():
+    rig = Rig()
+    writes = _Writes(rig)
+    rig.create("eff", {"operation": "test.echo", "value": 3})
+    rig.until(lambda: rig.service.status("eff") == "SUCCEEDED")
+    assert writes.writes == ["running", "done"] and writes.clears == 1, (writes.writes, writes.clears)
+
+
+def test_rejected_documents_are_never_journaled():
+    rig = Rig()
+    writes = _Writes(rig)
+    rig.create("nope", {"operation": "nope"})
+    rig.until(lambda: rig.service.status("nope") == "REJECTED")
+    assert writes.writes == [] and writes.clears == 0
+
+
+def test_idempotent_final_update_lost_to_a_link_loss_is_sent_after_the_reconnect():
+    rig = Rig()
+    before = RUNS.get("test.idem", 0)
+    rig.engine.step()
+    answer = rig.service.answer
+    dropped = [0]
+
+    def lose_first_final(topic, payload):
+        if topic.endswith("/update") and not dropped[0]:
+            dropped[0] = 1
+            rig.link.connected = False  # the update went out; the link died before the answer
+            answer(topic, payload)
+            return []
+        return answer(topic, payload)
+
+    rig.service.answer = lose_first_final
+    rig.create("lost", {"operation": "test.idem", "value": 1})
+    rig.until(lambda: rig.service.status("lost") == "SUCCEEDED" and rig.engine.pending is None)
+    assert RUNS["test.idem"] == before + 1, (RUNS, before)  # not run again: the kept update was resent
+    assert rig.engine.jobs_ok == 1
+
+
+def test_refused_final_details_are_replaced_by_a_minimal_reason():
+    rig = Rig()
+    rig.service.faults["update"] = ["InvalidRequest"]
+    rig.create("refused", {"operation": "test.echo", "value": 3})
+    rig.until(lambda: rig.service.status("refused") == "SUCCEEDED")
+    assert rig.service.find("refused")["details"] == {
+        "reason": "statusDetails refused by the service: InvalidRequest"
+    }
+    assert rig.engine.jobs_ok == 1 and rig.engine.given_up == 0
+
+
+def test_final_update_refused_twice_is_given_up_and_the_queue_moves_on():
+    rig = Rig()
+    rig.service.faults["update"] = ["InvalidRequest", "InvalidJson"]
+    rig.service.create("stuck", {"operation": "test.echo", "value": 1})
+    rig.service.create("behind-1", {"operation": "test.echo", "value": 2})
+    rig.service.create("behind-2", {"operation": "test.idem", "value": 3})
+    rig.until(lambda: rig.service.status("behind-2") == "SUCCEEDED")
+    assert rig.service.status("stuck") == "IN_PROGRESS"  # the service kept it; the device moved on
+    assert rig.service.status("behind-1") == "SUCCEEDED"
+    assert rig.engine.given_up == 1 and rig.engine.stats()["given_up"] == 1
+    sent = [u for u in rig.service.updates if u[0] == "stuck"]
+    assert sent == [], sent  # both refused: nothing accepted, nothing resent identically
+    assert any("given up" in line for line in rig.logs), rig.logs
+    # once the operator ends it, the device forgets it
+    rig.service.cancel("stuck")
+    rig.create("after", {"operation": "test.idem", "value": 4})
+    rig.until(lambda: rig.service.status("after") == "SUCCEEDED")
+    rig.settle(5)
+    assert rig.engine.skip == [], rig.engine.skip
+
+
+def test_refused_progress_never_blocks_the_job():
+    rig = Rig()
+    rig.service.faults["update"] = ["InvalidRequest", "InvalidRequest"]  # the first progress, twice
+    rig.create("prog", {"operation": "test.steps", "n": 3})
+    rig.until(lambda: rig.service.status("prog") == "SUCCEEDED")
+    assert rig.service.find("prog")["details"] == {"steps": "3"}
+
+
+def test_one_console_line_per_job_with_outcome_and_duration():
+    rig = Rig()
+    rig.create("ok-1", {"operation": "test.idem", "value": 1})
+    rig.create("bad-1", {"operation": "nope"})
+    rig.create("f-1", {"operation": "test.fail"})
+    rig.until(lambda: rig.service.status("f-1") == "FAILED")
+    lines = [line for line in rig.logs if line.startswith("job ")]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("job ok-1 test.idem SUCCEEDED ") and lines[0].endswith(" ms"), lines
+    assert lines[1].startswith("job bad-1 nope REJECTED ") and lines[1].endswith(": unsupported operation nope")
+    assert lines[2].startswith("job f-1 test.fail FAILED ") and lines[2].endswith(" ms: no luck"), lines

@@ -7,7 +7,23 @@ import time
 import standinctl as aws
 from brokerrig import build, on_standin, until
 from jobs import client as C
+from jobs import job as J
 from jobsctl import proxy, responder
+
+
+def _wrap_progress(fn):
+    """Job.progress wrapped by fn(job, details, must, original) until the returned undo()."""
+    orig = J.Job.progress
+
+    def progress(job, details=None, must=False):
+        return fn(job, details, must, orig)
+
+    J.Job.progress = progress
+
+    def undo():
+        J.Job.progress = orig
+
+    return undo
 
 
 def _status(thing, job_id):
@@ -43,21 +59,25 @@ def test_cancel_over_mqtt_stops_the_running_handler():
     job_id = thing + "-cx"
     calls = [0]
     sent = []
-    orig_progress, orig_update = eng._progress, eng.client.update
+    orig_update = eng.client.update
 
-    def progress(job, details):
+    def progress(job, details, must, orig):
         calls[0] += 1
         if calls[0] == 2:
             aws.cancel_job(job_id, force=True)  # the service notifies: notify-next without it
-        return orig_progress(job, details)
+        return orig(job, details, must)
 
     def update(job, status, *args, **kwargs):
         sent.append(status)
         return orig_update(job, status, *args, **kwargs)
 
-    eng._progress, eng.client.update = progress, update
-    aws.create_job(job_id, {"operation": "test.steps", "n": 50}, thing)
-    until(eng, lambda: eng.canceled == 1, steps=2000)
+    eng.client.update = update
+    undo = _wrap_progress(progress)
+    try:
+        aws.create_job(job_id, {"operation": "test.steps", "n": 50}, thing)
+        until(eng, lambda: eng.canceled == 1, steps=2000)
+    finally:
+        undo()
     assert sent[0] == "IN_PROGRESS" and "SUCCEEDED" not in sent and "FAILED" not in sent, sent
     assert len(sent) < 50, sent  # stopped early, not run to the end
     assert _status(thing, job_id) == "CANCELED"
@@ -69,27 +89,32 @@ def test_concurrent_update_version_mismatch_is_reconciled():
     job_id = thing + "-vm"
     calls = [0]
     codes = []
-    orig_progress, orig_update = eng._progress, eng.client.update
+    orig_update = eng.client.update
 
-    def progress(job, details):
+    def progress(job, details, must, orig):
         calls[0] += 1
         if calls[0] == 2:  # someone else updates the execution: its version moves on
             aws.data_plane_update(thing, job_id, "IN_PROGRESS", {"operator": "peek"})
-        return orig_progress(job, details)
+        return orig(job, details, must)
 
     def update(*args, **kwargs):
-        r = orig_update(*args, **kwargs)
-        codes.append(eng.client.code if r == C.REJECTED else r)
-        return r
+        a = orig_update(*args, **kwargs)
+        codes.append(a.code if a.result == C.REJECTED else a.result)
+        return a
 
-    eng._progress, eng.client.update = progress, update
-    aws.create_job(job_id, {"operation": "test.steps", "n": 3}, thing)
-    until(eng, lambda: eng.jobs_ok == 1)
+    eng.client.update = update
+    undo = _wrap_progress(progress)
+    try:
+        aws.create_job(job_id, {"operation": "test.steps", "n": 3}, thing)
+        until(eng, lambda: eng.jobs_ok == 1)
+    finally:
+        undo()
     assert "VersionMismatch" in codes, codes
     e = aws.execution(thing, job_id)
     assert e["status"] == "SUCCEEDED", e
-    # 1 queued, 2 start-next, 3 progress, 4 the other writer, 5 progress at the adopted version, 6 final
-    assert e["versionNumber"] == 6, e
+    # 1 queued, 2 start-next, 3 progress, 4 the other writer, 5 that progress resent at the
+    # adopted version, 6 progress, 7 final
+    assert e["versionNumber"] == 7, e
     eng.link.disconnect()
 
 
@@ -125,7 +150,8 @@ def test_telemetry_is_published_to_logi2():
     got = responder(cmd="telemetry", thing=thing)
     assert got, "no telemetry reached the broker"
     sample = json.loads(got[-1])
-    for key in ("uptime", "heap_free", "job", "fw", "app", "jobs_ok", "jobs_failed", "reconnects", "ignored"):
+    keys = ("uptime", "heap_free", "job", "fw", "app", "jobs_ok", "jobs_failed", "given_up", "reconnects", "ignored")
+    for key in keys:
         assert key in sample, (key, sample)
     eng.link.disconnect()
 

@@ -1,5 +1,5 @@
 # testops: tiny operations for engine tests (real Op subclasses per the contract).
-"""Registered on import: test.echo, test.fail, test.crash, test.hook, test.reboot, test.steps."""
+"""Registered on import: test.echo, test.idem, test.fail, test.crash, test.hook, test.reboot, test.steps."""
 
 from jobs import ops
 
@@ -37,6 +37,16 @@ class Echo(ops.Op):
     def run(self, job):
         _count(self.name)
         return {"echo": str(job.doc.get("value"))}
+
+
+class Idem(ops.Op):
+    name = "test.idem"
+    idempotent = True
+    params = (ops.Param("value", ops.INT, lo=0, hi=100, optional=True),)
+
+    def run(self, job):
+        _count(self.name)
+        return {"idem": str(job.doc.get("value"))}
 
 
 class Fail(ops.Op):
@@ -89,5 +99,5 @@ class Steps(ops.Op):
         return {"steps": str(job.doc["n"])}
 
 
-for _op in (Echo(), Fail(), Crash(), Hook(), Reboot(), Steps()):
+for _op in (Echo(), Idem(), Fail(), Crash(), Hook(), Reboot(), Steps()):
     ops.register(_op)

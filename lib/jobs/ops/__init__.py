@@ -118,6 +118,7 @@ class Op:
 
     name = ""
     params = ()
+    idempotent = False  # True: running it twice has the effect of running it once (not journaled)
 
     def check(self, doc, board):
         return None
@@ -164,6 +165,13 @@ def names():
     for name in _BUILTIN:
         found.add(name)
     return sorted(found)
+
+
+def prepare(doc, board):
+    """(op, doc, None) when `doc` may run, else (None, doc, reason); doc in our form."""
+    doc = normalize(doc)
+    op, reason = validate(doc, board)
+    return op, doc, reason
 
 
 def normalize(doc):

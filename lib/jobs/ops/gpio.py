@@ -29,6 +29,7 @@ def _output(doc, board):
 
 class Write(ops.Op):
     name = "gpio.write"
+    idempotent = True
     params = (ops.Param("pin", ops.PIN), ops.Param("value", ops.INT, lo=0, hi=1))
 
     def check(self, doc, board):
@@ -80,6 +81,7 @@ class Pulse(ops.Op):
 
 class Read(ops.Op):
     name = "gpio.read"
+    idempotent = True
     params = (ops.Param("pin", ops.PIN),)
 
     def run(self, job):

@@ -34,6 +34,7 @@ class Reboot(ops.Op):
 
 class ConfigSet(ops.Op):
     name = "config.set"
+    idempotent = True
     params = (ops.Param("values", ops.DICT, lo=1, hi=MAX_VALUES),)
 
     def run(self, job):
@@ -57,6 +58,7 @@ def app_version(root):
 
 class Echo(ops.Op):
     name = "diag.echo"
+    idempotent = True
     params = (ops.Param("message", ops.STR, hi=MAX_ECHO, optional=True),)
 
     def run(self, job):
