@@ -127,7 +127,9 @@ def test_invalid_json_without_a_token_on_the_request_topic_is_its_answer():
     assert a.result == C.REJECTED and a.code == "InvalidJson", (a.result, a.code)
     assert len(c.sent) == before + 1
     # the same tokenless rejection on another job's topic is not an answer to us: ignored
-    responder(cmd="publish", topic=prefix + "other/update/rejected", payload='{"code":"InvalidJson","timestamp":1}')
+    responder(
+        cmd="publish", topic=prefix + "other/update/rejected", payload='{"code":"InvalidJson","timestamp":1}'
+    )
     c.pump(200)
     assert c.ignored >= 1
     c.link.disconnect()
@@ -211,7 +213,7 @@ def test_hostile_status_details_are_accepted_by_the_service():
     j5 = thing + "-j5"
     aws.create_job(j5, {"operation": "x"}, thing)
     echoed = json.loads('"a\\n\\u202e\\u0007\\u200b\\ud83d\\ude80\\ud800\\ufeffz"')
-    details = {"reason": echoed, "x" * 130: "1", "v": "z" * 1500, "bad key!": "\U0001F680" * 600}
+    details = {"reason": echoed, "x" * 130: "1", "v": "z" * 1500, "bad key!": "\U0001f680" * 600}
     for i in range(12):
         details["k" + str(i)] = "\u00ad" * i
     assert c.update(j5, "FAILED", details).result == C.ACCEPTED

@@ -482,5 +482,7 @@ def test_one_console_line_per_job_with_outcome_and_duration():
     lines = [line for line in rig.logs if line.startswith("job ")]
     assert len(lines) == 3, lines
     assert lines[0].startswith("job ok-1 test.idem SUCCEEDED ") and lines[0].endswith(" ms"), lines
-    assert lines[1].startswith("job bad-1 nope REJECTED ") and lines[1].endswith(": unsupported operation nope")
+    assert lines[1].startswith("job bad-1 nope REJECTED ") and lines[1].endswith(
+        ": unsupported operation nope"
+    )
     assert lines[2].startswith("job f-1 test.fail FAILED ") and lines[2].endswith(" ms: no luck"), lines

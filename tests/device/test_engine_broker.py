@@ -150,7 +150,18 @@ def test_telemetry_is_published_to_logi2():
     got = responder(cmd="telemetry", thing=thing)
     assert got, "no telemetry reached the broker"
     sample = json.loads(got[-1])
-    keys = ("uptime", "heap_free", "job", "fw", "app", "jobs_ok", "jobs_failed", "given_up", "reconnects", "ignored")
+    keys = (
+        "uptime",
+        "heap_free",
+        "job",
+        "fw",
+        "app",
+        "jobs_ok",
+        "jobs_failed",
+        "given_up",
+        "reconnects",
+        "ignored",
+    )
     for key in keys:
         assert key in sample, (key, sample)
     eng.link.disconnect()
