@@ -82,7 +82,7 @@ class Answer:
         self.execution = execution
         self.state_status = state_status  # executionState of a rejected update / VersionMismatch
         self.state_version = state_version
-        self.pending = None  # GetPending: [(job_id, execution_number)], in progress first
+        self.pending: list | None = None  # GetPending: [(job_id, execution_number)], in progress first
 
     @property
     def kind(self):
@@ -201,7 +201,8 @@ class Client:
             f.has_execution = True
             f.code = f.message = f.state_status = f.state_version = None
             answer = self._record(kind, f, None, False)
-            answer.execution.doc_error = "invalid JSON (" + str(error.kind) + ": " + str(error.why) + ")"
+            if answer.execution is not None:
+                answer.execution.doc_error = "invalid JSON (" + str(error.kind) + ": " + str(error.why) + ")"
             self._answer = answer
 
     def _dispatch(self, kind, job, f, payload):
