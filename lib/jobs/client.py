@@ -92,6 +92,10 @@ class Answer:
 _NO_ANSWER = Answer(TIMEOUT)
 
 
+def _what(name, job):
+    return name if job is None else name + " " + job
+
+
 def _pending(payload):
     """[(job_id, execution_number)] of a GetPending answer (at most 10 + 10 summaries, so it
     is decoded whole; asked only on the rare path past an execution given up on)."""
@@ -305,13 +309,14 @@ class Client:
                 break
             base = cfg["retry_base_ms"]
             delay = clock.backoff_ms(attempt, base, base << cfg["retries"])
-            self.log("jobs:", name, job or "", "rejected", answer.code, "- retry in", delay, "ms")
+            self.log("jobs:", _what(name, job), "rejected", answer.code, "- retry in", delay, "ms")
             self.pump(delay)
             attempt += 1
         if answer.result == REJECTED:
-            self.log("jobs:", name, job or "", "rejected:", answer.code, answer.text or "", "request:", body)
+            request = str(body, "utf-8")
+            self.log("jobs:", _what(name, job), "rejected:", answer.code, answer.text or "", "request:", request)
         elif answer.result == TIMEOUT:
-            self.log("jobs:", name, job or "", "no answer within", cfg["request_timeout_ms"], "ms")
+            self.log("jobs:", _what(name, job), "no answer within", cfg["request_timeout_ms"], "ms")
         return answer
 
     def get_pending(self):

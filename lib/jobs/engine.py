@@ -272,7 +272,10 @@ class Engine:
 
     def _conclude(self, job, status, details, started):
         ms = time.ticks_diff(time.ticks_ms(), started)
-        reason = details.get("reason") if status and status != "SUCCEEDED" else None
+        if status is None:
+            reason = "ended by the service, nothing more reported"
+        else:
+            reason = details.get("reason") if status != "SUCCEEDED" else None
         self.log("job", job.id, job.op or "-", status or "CANCELED", str(ms) + " ms" + (": " + reason if reason else ""))
         if status is None:
             self.canceled += 1

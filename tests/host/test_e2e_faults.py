@@ -114,7 +114,7 @@ def test_forced_cancel_of_the_running_job_stops_it_and_nothing_more_is_reported(
     wait_until(lambda: PULSE_ON in dev.pins_log(), what="the pulse to start")
     rig.aws.cancel_job("cancel-1", force=True)
     canceled = dev.wait_status("cancel-1", "CANCELED")
-    dev.wait_log("engine: job cancel-1 canceled; nothing more reported", after=mark)
+    dev.wait_log("job cancel-1 gpio.pulse CANCELED", after=mark)
     assert dev.pins_log() == [PULSE_ON, PULSE_OFF]  # the pin went to its safe level (0) at once
     after = dev.run("cancel-2", {"operation": "gpio.write", "pin": "RELAY1", "value": 1})
     assert after["status"] == "SUCCEEDED"
@@ -129,7 +129,7 @@ def test_a_step_timeout_times_the_job_out_and_the_handler_stops(rig):
     dev.job("step-1", pulse(6000))
     wait_until(lambda: PULSE_ON in dev.pins_log(), what="the pulse to start")
     timed_out = dev.wait_status("step-1", "TIMED_OUT")
-    dev.wait_log("engine: job step-1 canceled; nothing more reported", after=mark)
+    dev.wait_log("job step-1 gpio.pulse CANCELED", after=mark)
     assert dev.pins_log() == [PULSE_ON, PULSE_OFF]
     assert (
         dev.run("step-2", {"operation": "gpio.write", "pin": "RELAY2", "value": 1})["status"] == "SUCCEEDED"

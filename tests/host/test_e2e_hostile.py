@@ -115,11 +115,11 @@ CASES = [
     (
         "malformed JSON",
         b'{"operation":"gpio.write","pin":"LED","value":}',
-        "FAILED",
+        "REJECTED",
         "invalid JSON (syntax: ",
     ),
-    ("128 KiB", BIG, "FAILED", "document too large (131"),
-    ("1000 deep", DEEP, "FAILED", "invalid JSON (depth: "),
+    ("128 KiB", BIG, "REJECTED", "document too large (131"),
+    ("1000 deep", DEEP, "REJECTED", "invalid JSON (depth: "),
     ("not an object", b"[1,2,3]", "REJECTED", "document is not a JSON object"),
     ("a string", b'"gpio.write"', "REJECTED", "document is not a JSON object"),
     (
@@ -141,7 +141,7 @@ CASES = [
         "pin: alias or GPIO number expected",
     ),
     ("operation of the wrong type", b'{"operation":7}', "REJECTED", "operation: string expected"),
-    ("non-UTF-8", b'{"operation":"diag.echo","message":"\xff\xfe\xc3"}', "FAILED", "invalid JSON (utf8: "),
+    ("non-UTF-8", b'{"operation":"diag.echo","message":"\xff\xfe\xc3"}', "REJECTED", "invalid JSON (utf8: "),
     (
         "huge integer",
         b'{"operation":"gpio.write","pin":"LED","value":' + b"9" * 90 + b"}",
@@ -151,7 +151,7 @@ CASES = [
     (
         "too long a number",
         b'{"operation":"gpio.write","pin":"LED","value":' + b"9" * 200 + b"}",
-        "FAILED",
+        "REJECTED",
         "invalid JSON (number: ",
     ),
     (
@@ -163,7 +163,7 @@ CASES = [
     (
         "raw control character",
         b'{"operation":"diag.echo","message":"a\x01b"}',
-        "FAILED",
+        "REJECTED",
         "invalid JSON (string: ",
     ),
     (
@@ -266,7 +266,7 @@ def test_documents_aws_accepts_but_the_device_cannot_use_are_answered_through_th
         ]
         for i, (document, reason) in enumerate(cases):
             done = dev.run(f"real-{i}", document)
-            assert done["status"] == "FAILED", done
+            assert done["status"] == "REJECTED", done
             assert done["statusDetails"]["detailsMap"]["reason"].startswith(reason), done
         assert dev.run("real-ok", {"operation": "diag.echo"})["status"] == "SUCCEEDED"
         assert dev.sim.boots == 1 and dev.problems() == []

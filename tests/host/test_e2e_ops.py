@@ -77,7 +77,7 @@ def test_config_set_persists_and_applies_at_once(rig):
     # the new limit holds for the very next job, without a reboot
     big = {"operation": "diag.echo", "message": "x" * 200, "pad": "y" * 1200}
     too_big = dev.run("config-2", big)
-    assert too_big["status"] == "FAILED", too_big
+    assert too_big["status"] == "REJECTED", too_big
     assert details(too_big)["reason"].startswith("document too large (")
     assert details(too_big)["reason"].endswith(" > 1024)")
     refused = dev.run("config-3", {"operation": "config.set", "values": {"endpoint": "evil.example"}})

@@ -164,8 +164,9 @@ def test_power_cut_after_the_side_effect_before_the_final_update_reached_the_ser
 
 
 def test_power_cut_after_the_final_update_was_applied_but_before_its_answer(rig):
+    # an operation with effects (a pulse) is journaled "done" with its final update
     dev = rig.provision("out-cut-answer")
-    dev.job("answer-1", {"operation": "gpio.write", "pin": "LED", "value": 1})
+    dev.job("answer-1", pulse(50))
     rig.faults(response_delay=1.0)
     dev.start()
     dev.wait_status("answer-1", "SUCCEEDED")  # applied by the service; the answer is 1 s away
@@ -177,7 +178,26 @@ def test_power_cut_after_the_final_update_was_applied_but_before_its_answer(rig)
     dev.wait_log("journaled job answer-1 is over (SUCCEEDED)", after=mark)
     wait_until(lambda: dev.journal() is None, 5, "the journal to be cleared")
     assert dev.execution("answer-1")["versionNumber"] == 3  # nothing sent again
-    assert dev.pins_log() == [PULSE_ON]
+    assert dev.pins_log() == [PULSE_ON, PULSE_OFF]
+
+
+def test_power_cut_after_an_idempotent_final_update_was_applied_runs_nothing_again(rig):
+    # gpio.write is idempotent: never journaled; after the cut the service has it SUCCEEDED
+    dev = rig.provision("out-cut-idem")
+    dev.job("idem-1", {"operation": "gpio.write", "pin": "LED", "value": 1})
+    rig.faults(response_delay=1.0)
+    dev.start()
+    dev.wait_status("idem-1", "SUCCEEDED")
+    assert dev.journal() is None
+    dev.kill()
+    rig.faults()
+    mark = dev.mark()
+    dev.start()
+    dev.wait_log("engine: connected", after=mark)
+    after = dev.run("idem-2", {"operation": "gpio.write", "pin": "RELAY1", "value": 1})
+    assert after["status"] == "SUCCEEDED"
+    assert dev.execution("idem-1")["versionNumber"] == 3  # nothing sent again
+    assert dev.pins_log() == [PULSE_ON, "RELAY1 25 0 1"]
     assert dev.problems() == []
 
 

@@ -81,8 +81,9 @@ def test_self_test_update_rejected_is_never_marked_valid_and_rolls_back(tmp_path
         reason = "reset reason: ota self-test: update not accepted"
         assert rig.device.wait_for(reason, 20), rig.device.output()[-2000:]
         rig.aws.set_faults()
-        refused = [line for line in rig.device.output().splitlines() if "IN_PROGRESS rejected" in line]
-        assert any('"step": "self-test"' in line for line in refused), refused
+        lines = rig.device.output().splitlines()
+        refused = [line for line in lines if "rejected" in line and '"status":"IN_PROGRESS"' in line]
+        assert any('"step":"self-test"' in line for line in refused), refused
         until(lambda: rig.execution().get("status") == "FAILED", 20, "the old image reports FAILED")
         assert rig.details() == {"reason": "rolled back"}
         assert otadata(rig.root)["running"] == "ota_0"
