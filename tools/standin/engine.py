@@ -445,6 +445,8 @@ class Engine:
         details = request.get("statusDetails")
         if details is not None:
             check_status_details(details, int(self.settings["status_details_max_pairs"]))
+        if status in TERMINAL and job_id in self.settings["refuse_terminal_updates"]:
+            raise Rejected("InvalidRequest", "terminal update refused (fault injection)")
         expected = request.get("expectedVersion")
         if expected is not None:
             expected = _as_int(expected, "expectedVersion")

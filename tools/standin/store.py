@@ -63,6 +63,7 @@ DEFAULTS = {
     "internal_error_rate": 0.0,  # probability of InternalError per request
     "duplicate_responses": False,  # every response and notification is published twice
     "response_delay": 0.0,  # seconds before a response is published
+    "refuse_terminal_updates": [],  # job ids whose every terminal update is refused InvalidRequest
     # host name put in presigned URLs (the server certificate covers localhost and 127.0.0.1)
     "files_host": "localhost",
     "files_port": 0,
