@@ -113,7 +113,9 @@ def test_terminal_updates_refused_twice_end_in_a_minimal_retry_then_the_queue_mo
         sent = [json.loads(p) for _, p in sniffer.seen()]
         finals = [u for u in sent if u["status"] != "IN_PROGRESS"]
         assert len(finals) == 2, finals  # the update, then once with minimal details: never again
-        assert finals[1]["statusDetails"] == {"reason": "statusDetails refused by the service: InvalidRequest"}
+        assert finals[1]["statusDetails"] == {
+            "reason": "statusDetails refused by the service: InvalidRequest"
+        }
         wait_until(lambda: "given up" in dev.output(), 5, "the give-up in the device log")
         sniffer.stop()
     finally:
