@@ -28,22 +28,22 @@ LISTED = [0x07, 0x1F, 0x7F, 0x85, 0xAD, 0x600, 0x605, 0x61C, 0x6DD, 0x70F, 0x180
 def _escape(cp: int) -> str:
     """The JSON escape of code point cp (a surrogate pair above the BMP)."""
     if cp < 0x10000:
-        return "\\u%04x" % cp
+        return f"\\u{cp:04x}"
     cp -= 0x10000
-    return "\\u%04x\\u%04x" % (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF))
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
 
 
-TEXTS = [("rocket", ROCKET)] + [("U+%04X" % cp, _escape(cp)) for cp in LISTED]
+TEXTS = [("rocket", ROCKET)] + [(f"U+{cp:04X}", _escape(cp)) for cp in LISTED]
 
 
 def _documents(tag: str, text: str) -> list[tuple[str, str, str]]:
     """(job id, document JSON, expected status) with `text` where the device echoes it."""
     safe = tag.replace("+", "")
     return [
-        (f"echo-{safe}", '{"operation": "diag.echo", "message": "a%sb"}' % text, "SUCCEEDED"),
-        (f"op-{safe}", '{"operation": "op%s"}' % text, "REJECTED"),
-        (f"custom-{safe}", '{"operation": "customJob", "otherInfo": "x%sy"}' % text, "SUCCEEDED"),
-        (f"reason-{safe}", '{"operation": "gpio.write", "pin": "L%s", "value": 1}' % text, "REJECTED"),
+        (f"echo-{safe}", f'{{"operation": "diag.echo", "message": "a{text}b"}}', "SUCCEEDED"),
+        (f"op-{safe}", f'{{"operation": "op{text}"}}', "REJECTED"),
+        (f"custom-{safe}", f'{{"operation": "customJob", "otherInfo": "x{text}y"}}', "SUCCEEDED"),
+        (f"reason-{safe}", f'{{"operation": "gpio.write", "pin": "L{text}", "value": 1}}', "REJECTED"),
     ]
 
 
