@@ -50,6 +50,7 @@ _KINDS = {
     "ResourceNotFound": MISSING,
 }
 
+SOMETHING = ("", None)  # the head of a notify-next that was not scanned: not ours, not none
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")
 _SLICE_MS = const(1000)  # waits are cut into slices so the watchdog is fed
 
@@ -134,6 +135,9 @@ class Client:
         # notify-next: (job_id, execution_number) of the head, None when nothing is pending
         self.head = None
         self.head_changed = False
+        # False while the engine claims: a notify-next then only says "something changed"
+        # (start-next is answering it) and is not scanned
+        self.want_heads = True
         self._large_kind = 0
         self._large_job = None
         self._large_error = None
@@ -149,6 +153,10 @@ class Client:
         kind, job = self.topics.classify(topic)
         if kind == T.UNKNOWN or kind == T.NOTIFY:
             return
+        if kind == T.NOTIFY_NEXT and not self.want_heads:
+            self.head = SOMETHING
+            self.head_changed = True
+            return
         try:
             f = self.scanner.scan(payload, len(payload))
         except ScanError as e:
@@ -158,6 +166,10 @@ class Client:
 
     def large_begin(self, topic, size):
         kind, job = self.topics.classify(topic)
+        if kind == T.NOTIFY_NEXT and not self.want_heads:
+            self.head = SOMETHING
+            self.head_changed = True
+            kind = T.UNKNOWN
         self._large_kind = kind
         self._large_job = job
         self._large_error = None

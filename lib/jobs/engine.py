@@ -173,30 +173,42 @@ class Engine:
         c = self.client
         if self.skip:
             return self._claim_listed()
+        c.want_heads = False  # what start-next answers, notify-next need not say
+        try:
+            ex = self._start_next()
+        finally:
+            c.want_heads = True
+        if ex is not None:
+            c.head_changed = False  # a notify-next meanwhile named this one, or is older
+            self._run(ex)
+
+    def _start_next(self):
+        """The execution start-next hands out to run now, or None."""
+        c = self.client
         if self.cfg["query_next_first"]:
             a = c.describe("$next", include_document=False)
             if a.result == C.TIMEOUT:
                 raise LinkDown("describe $next: no answer")
             if a.result == C.ACCEPTED and a.execution is None:
-                return
+                return None
         a = c.start_next(step_timeout=self.cfg["step_timeout_min"])
         if a.result == C.TIMEOUT:
             raise LinkDown("start-next: no answer")
         if a.result == C.REJECTED:
             self.want_next = True
             self._pause()
-            return
+            return None
         ex = a.execution
         if ex is None:
-            return  # nothing pending: wait for notify-next
+            return None  # nothing pending: wait for notify-next
         key = (ex.job_id, ex.execution_number)
         if key in self.skip:
-            return self._claim_listed()
+            self.want_next = True  # past it through the pending list, at the next turn
+            return None
         if key == self.finished:
             self.duplicates += 1  # handed out again after we dropped it: never re-run
-            return
-        c.head_changed = False
-        self._run(ex)
+            return None
+        return ex
 
     def _claim_listed(self):
         """Past an execution given up on (start-next hands it out first): the pending list,
