@@ -1,6 +1,6 @@
 # jobs.engine: claim, validate, run and report jobs, one at a time. MIT licence.
 """The Jobs engine: on boot, after a reconnect and on notify-next it asks start-next for work,
-validates the document (ops.normalize / ops.validate), runs the operation with a `Job`, and
+validates the document (ops.prepare), runs the operation with a `Job`, and
 reports SUCCEEDED / FAILED / REJECTED with statusDetails. A journal (jobs.store.Journal)
 records the execution and its phase so a reset is recovered, never silently dropped or re-run.
 
@@ -73,6 +73,11 @@ class Job:
                 raise ops.Canceled()
             raise ops.Failed("could not report IN_PROGRESS before the reboot")
         self.board.reset("job " + self.id)
+
+    def release_link(self):
+        """Close the MQTT connection now (one TLS session at a time); the engine reconnects
+        when a progress must be sent or the handler has returned."""
+        self._engine.link.disconnect()
 
 
 class Engine:
@@ -227,8 +232,7 @@ class Engine:
         if ex.doc_error:
             return self._conclude(entry, ex, "FAILED", {"reason": ex.doc_error})
         try:
-            doc = ops.normalize(ex.doc)
-            op, reason = ops.validate(doc, self.board)
+            op, doc, reason = ops.prepare(ex.doc, self.board)
         except Exception as e:
             op, reason = None, "invalid document: " + _reason(e)
         if op is None:
@@ -267,6 +271,8 @@ class Engine:
         entry["details"] = C.clean_details(details)
         self.journal.write(entry)
         gc.collect()
+        if not self.link.connected:
+            self._connect()  # the handler released the link (job.release_link)
         self._finish(entry, ex.version)
 
     def _drop(self, entry):
@@ -434,7 +440,7 @@ class Engine:
         resume = getattr(op, "resume", None) if op is not None else None
         if op is None or resume is None:
             return self._conclude(entry, ex, "FAILED", {"reason": INTERRUPTED})
-        doc = ops.normalize(ex.doc) if ex.doc is not None else None
+        doc = ops.prepare(ex.doc, self.board)[1] if ex.doc is not None else None
         job = Job(self, ex, doc, op.name, phase, entry.get("data") or {})
         status, details = self._call(job, resume)
         ex.version = job.version
