@@ -150,6 +150,22 @@ class _Resources:
             "MPTEST_FILES_CA": str(server.ca_der),
         }
 
+    def _proxy(self, resource: str, name: str) -> dict:
+        """A link proxy (tests/linkproxy.py) in front of MPTEST_<name>_PORT of `resource`:
+        MPTEST_<name>_PROXY_PORT and MPTEST_<name>_PROXY_CONTROL."""
+        from tests.linkproxy import LinkProxy
+
+        proxy = LinkProxy(int(self.env([resource])[f"MPTEST_{name}_PORT"])).start()
+        self._stops.append(proxy.stop)
+        return {
+            f"MPTEST_{name}_PROXY_PORT": str(proxy.port),
+            f"MPTEST_{name}_PROXY_CONTROL": str(proxy.control_port),
+        }
+
+    def _start_filesproxy(self) -> dict:
+        """In front of the HTTPS file server: TLS handshake faults."""
+        return self._proxy("fileserver", "FILES")
+
     def _start_standin(self) -> dict:
         """The local AWS IoT stand-in (docs/standin.md) with a few things ready to connect.
 
@@ -176,16 +192,8 @@ class _Resources:
         }
 
     def _start_standinproxy(self) -> dict:
-        """A link proxy (tests/linkproxy.py) in front of the stand-in's broker."""
-        from tests.linkproxy import LinkProxy
-
-        standin_env = self.env(["standin"])
-        proxy = LinkProxy(int(standin_env["MPTEST_STANDIN_PORT"])).start()
-        self._stops.append(proxy.stop)
-        return {
-            "MPTEST_STANDIN_PROXY_PORT": str(proxy.port),
-            "MPTEST_STANDIN_PROXY_CONTROL": str(proxy.control_port),
-        }
+        """In front of the stand-in's broker."""
+        return self._proxy("standin", "STANDIN")
 
     def stop(self):
         for stop in reversed(self._stops):

@@ -2,7 +2,10 @@
 
 Device tests use it to make the broker "stop answering" without touching mosquitto: the
 proxy keeps the TCP connection open but forwards nothing. Control: connect to the control
-port, send one line (`freeze`, `thaw`, `drop`, `refuse`, `accept`), read `ok`.
+port, send one line (`freeze`, `thaw`, `drop`, `refuse`, `accept`, `cut N`, `count`), read
+`ok` (`ok <n>` for `count`: the connections accepted so far). `cut N` closes each of the next
+N connections as soon as the client has sent its first bytes (a TLS ClientHello), so its
+handshake fails with a connection reset.
 """
 
 import socket
@@ -15,6 +18,8 @@ class LinkProxy:
         self.target_port = target_port
         self.frozen = threading.Event()
         self.refusing = False
+        self.cut_next = 0
+        self.accepted = 0
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listen = socket.create_server(("127.0.0.1", 0))
@@ -50,8 +55,13 @@ class LinkProxy:
                 client, _ = self._listen.accept()
             except OSError:
                 return
+            self.accepted += 1
             if self.refusing:
                 client.close()
+                continue
+            if self.cut_next > 0:
+                self.cut_next -= 1
+                threading.Thread(target=self._cut, args=(client,), daemon=True).start()
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
@@ -81,6 +91,15 @@ class LinkProxy:
             except OSError:
                 pass
 
+    @staticmethod
+    def _cut(client: socket.socket) -> None:
+        try:
+            client.settimeout(5)
+            client.recv(1)
+        except OSError:
+            pass
+        client.close()
+
     def _control_loop(self) -> None:
         while not self._stopped:
             try:
@@ -100,4 +119,9 @@ class LinkProxy:
                     self.refusing = True
                 elif line == "accept":
                     self.refusing = False
+                elif line.startswith("cut "):
+                    self.cut_next = int(line[4:])
+                elif line == "count":
+                    conn.sendall(b"ok %d\n" % self.accepted)
+                    continue
                 conn.sendall(b"ok\n")

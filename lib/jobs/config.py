@@ -47,6 +47,7 @@ SCHEMA = (
     # read by operations and boards (docs/operations.md); absent unless set
     ("https_ca", _STR, _OPTIONAL, 1, 128, False),
     ("https_timeout_ms", _INT, _OPTIONAL, 500, 120000, True),
+    ("https_close_mqtt", _BOOL, _OPTIONAL, 0, 1, True),
     ("ntp_host", _STR, _OPTIONAL, 1, 253, False),
     ("board_state_dir", _STR, _OPTIONAL, 1, 128, False),
     ("board_ota", _BOOL, _OPTIONAL, 0, 1, False),
@@ -146,23 +147,32 @@ def remote_keys():
     return tuple(e[0] for e in SCHEMA if e[5])
 
 
+def check_remote(values):
+    """None when every key of `values` is known, remotely settable and within its bounds, else
+    the reason (what `config.set` checks before it runs)."""
+    if not isinstance(values, dict) or not values:
+        return "values: must be a non-empty object"
+    for key in values:
+        entry = _entry(key)
+        if entry is None:
+            return "unknown key " + str(key)[:64]
+        if not entry[5]:
+            return key + ": not remotely settable"
+        reason = _check(entry, values[key])
+        if reason:
+            return key + ": " + reason
+    return None
+
+
 def apply_remote(cfg, values, path):
     """Validate `values`, apply them to `cfg` and persist them to `path` atomically.
 
     Raises ValueError(reason) and changes nothing when any key is unknown, not remotely
-    settable, or out of bounds.
+    settable, or out of bounds (check_remote), or conflicts with the running config.
     """
-    if not isinstance(values, dict) or not values:
-        raise ValueError("values: must be a non-empty object")
-    for key in values:
-        entry = _entry(key)
-        if entry is None:
-            raise ValueError("unknown key " + str(key))
-        if not entry[5]:
-            raise ValueError(key + ": not remotely settable")
-        reason = _check(entry, values[key])
-        if reason:
-            raise ValueError(key + ": " + reason)
+    reason = check_remote(values)
+    if reason:
+        raise ValueError(reason)
     merged = dict(cfg)
     merged.update(values)
     bad = _cross_check(merged)

@@ -301,6 +301,8 @@ class Engine:
         else:
             self.pending = (job, status, details)
         gc.collect()
+        if not self.link.connected:
+            self.connect()  # the handler released the link (job.release_link), or lost it
         self._finish(job, status, details)
 
     def _drop(self, job):
@@ -385,12 +387,6 @@ class Engine:
         self._conclude(job, status, details, started)
 
 
-def _path(root, p):
-    if p.startswith("/") or not root:
-        return p
-    return root.rstrip("/") + "/" + p
-
-
 def _read(path):
     try:
         with open(path, "rb") as f:
@@ -411,9 +407,9 @@ def build(cfg, board, log=print):
         cfg["endpoint"],
         cfg["port"],
         cfg["keepalive"],
-        _read(_path(root, cfg["ca"])),
-        _read(_path(root, cfg["cert"])),
-        _read(_path(root, cfg["key"])),
+        _read(store.join(root, cfg["ca"])),
+        _read(store.join(root, cfg["cert"])),
+        _read(store.join(root, cfg["key"])),
     )
     link.setup(cfg["buffer_size"], cfg["connect_timeout_ms"], cfg["request_timeout_ms"])
     client = C.Client(link, topics.Topics(cfg["thing_name"]), token.Tokens(), Scanner(), cfg, log)
@@ -422,5 +418,5 @@ def build(cfg, board, log=print):
         from jobs.telemetry import Telemetry
 
         telemetry = Telemetry(cfg, board)
-    journal = store.Journal(_path(root, cfg["journal"]))
+    journal = store.Journal(store.join(root, cfg["journal"]))
     return Engine(cfg, board, link, client, journal, telemetry, log)

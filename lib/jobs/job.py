@@ -107,7 +107,7 @@ class Job:
     def release_link(self):
         """Close the MQTT connection now (one TLS session at a time, e.g. before an HTTPS
         download); progress(must=True) and the engine reconnect when needed."""
-        self._engine.link.close()
+        self._engine.link.disconnect()
 
     # -- for the engine -------------------------------------------------------------------
 

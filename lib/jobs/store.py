@@ -27,6 +27,14 @@ def save(path, value):
     os.rename(tmp, path)
 
 
+def join(root, rel):
+    """`rel` under the folder `root` ("/" on the ESP32): the one way a path meets the device
+    root. An absolute `rel` (a config path such as "/certs/ca.der") is returned as it is."""
+    if rel.startswith("/") or not root:
+        return rel
+    return root.rstrip("/") + "/" + rel
+
+
 def makedirs(path):
     """Create the folder `path` and every missing folder above it."""
     built = ""

@@ -42,8 +42,7 @@ class Telemetry:
         self.topic = topic(cfg["thing_name"])
         self.interval_s = cfg["telemetry_interval_s"]
         self.app_version = cfg["app_version"]
-        root = getattr(board, "root", "") or ""
-        self.path = (root.rstrip("/") + "/" if root else "") + "telemetry.json"
+        self.path = store.join(getattr(board, "root", ""), "telemetry.json")
         saved = store.load(self.path, {})
         self.base = {k: saved[k] for k in _COUNTERS if isinstance(saved.get(k), int)}
         self._saved = None

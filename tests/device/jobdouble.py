@@ -6,6 +6,7 @@ job.updates      -> [("IN_PROGRESS", details), ...]
 job.cancel_after -> number of progress() calls answered True before False (None: never)
 job.reset_at     -> n: the n-th checkpoint() resets the board after journaling (a crash test)
 job.refuse_must  -> True: progress(details, must=True) is never accepted (returns False)
+job.released     -> times release_link() was called (the MQTT link closed for a download)
 """
 
 import json
@@ -27,6 +28,7 @@ class Job:
         self.cancel_after = None
         self.reset_at = None
         self.refuse_must = False
+        self.released = 0
         if journal:
             saved = _load(journal)
             if saved:
@@ -56,6 +58,9 @@ class Job:
             os.rename(tmp, self.journal)
         if self.reset_at is not None and self.checkpoints >= self.reset_at:
             self.board.reset("test: reset at checkpoint " + str(self.checkpoints))
+
+    def release_link(self):
+        self.released += 1
 
     def reboot(self, details):
         self.updates.append(("IN_PROGRESS", dict(details)))

@@ -26,8 +26,11 @@ def responder(**cmd):
 
 
 def proxy(command, control="MPTEST_PROXY_CONTROL"):
-    """`freeze`, `thaw`, `drop`, `refuse` or `accept` the link proxy (control: its env name)."""
-    assert _line(int(env(control)), command) == b"ok\n"
+    """`freeze`, `thaw`, `drop`, `refuse`, `accept`, `cut N` or `count` the link proxy (control:
+    its env name); what follows its `ok` (the count for `count`, else "")."""
+    answer = _line(int(env(control)), command)
+    assert answer.startswith(b"ok"), answer
+    return answer[2:].strip().decode()
 
 
 def identity(thing):

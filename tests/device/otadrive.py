@@ -59,14 +59,14 @@ def main(argv):
     resuming = job.phase is not None
     if not resuming:
         with open(argv[2]) as f:
-            job.doc = ops.normalize(json.load(f))
+            job.doc = json.load(f)
     if os.getenv("DRIVE_RESET_AT"):
         job.reset_at = int(os.getenv("DRIVE_RESET_AT"))
     if os.getenv("DRIVE_REFUSE"):
         job.refuse_must = True
     if os.getenv("DRIVE_HEAP"):
         _sample()
-    op, reason = ops.validate(job.doc, b)
+    op, job.doc, reason = ops.prepare(job.doc, b)
     if op is None:
         result = {"status": "REJECTED", "details": {"reason": reason}}
     else:

@@ -140,3 +140,19 @@ def test_telemetry_counters_survive_a_reset():
     doc = json.loads(again.message({"jobs_ok": 1}))
     assert (doc["jobs_ok"], doc["jobs_failed"], doc["reconnects"]) == (7, 1, 2), doc
     store.rmtree(_Root.root)
+
+
+def test_store_join_puts_a_relative_path_under_the_root_and_keeps_an_absolute_one():
+    assert store.join("/", "config.json") == "/config.json"
+    assert store.join("/tmp/dev/", "certs/ca.der") == "/tmp/dev/certs/ca.der"
+    assert store.join("state", "app/app.json") == "state/app/app.json"
+    assert store.join("/tmp/dev", "/flash/ca.der") == "/flash/ca.der"
+    assert store.join("", "journal.json") == "journal.json"
+
+
+def test_check_remote_names_the_rule_a_value_breaks():
+    assert config.check_remote({"retries": 2, "telemetry_interval_s": 0}) is None
+    assert config.check_remote({"port": 1}) == "port: not remotely settable"
+    assert config.check_remote({"nope": 1}) == "unknown key nope"
+    assert config.check_remote({"https_close_mqtt": "yes"}) == "https_close_mqtt: must be true or false"
+    assert config.check_remote({}) == "values: must be a non-empty object"

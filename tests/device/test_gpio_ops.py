@@ -8,7 +8,7 @@ from opstate import fresh_board, pin_log
 
 
 def _run(board, doc):
-    op, reason = ops.validate(doc, board)
+    op, doc, reason = ops.prepare(doc, board)
     assert reason is None, reason
     return op.run(Job(board, doc))
 
@@ -52,11 +52,8 @@ def test_flash_strapping_unknown_and_input_pins_are_rejected_and_nothing_moves()
             {"operation": "gpio.write", "pin": pin, "value": 1},
             {"operation": "gpio.pulse", "pin": pin, "value": 1, "ms": 10},
         ):
-            assert ops.validate(doc, b) == (None, reason), (pin, ops.validate(doc, b))
-    assert ops.validate({"operation": "gpio.read", "pin": 9}, b) == (
-        None,
-        "pin: 9 is a flash pin, never allowed",
-    )
+            assert ops.prepare(doc, b)[2] == reason, (pin, ops.prepare(doc, b))
+    assert ops.prepare({"operation": "gpio.read", "pin": 9}, b)[2] == "pin: 9 is a flash pin, never allowed"
     with raises(ValueError):
         b.pin(6)
     assert pin_log(b) == ""

@@ -89,7 +89,7 @@ def test_update_stages_swaps_boots_and_commits_keeping_the_previous_files():
     b = _app_v1()
     journal = b.root + "/journal.json"
     doc = _doc(_v2_files("ok"))
-    op, reason = ops.validate(doc, b)
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None, reason
     assert _step(op, Job(b, doc, config=otaimage.config(), journal=journal), False) == "reset"
     b = boot_again(b)
@@ -143,7 +143,7 @@ def test_reset_before_commit_rolls_back_to_the_previous_files():
 
 def _fails_untouched(doc):
     b = _app_v1()
-    op, reason = ops.validate(doc, b)
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None, reason
     with raises(ops.Failed) as caught:
         op.run(Job(b, doc, config=otaimage.config()))
@@ -173,28 +173,44 @@ def test_file_larger_than_declared_fails_and_the_application_is_untouched():
     assert reason.startswith("download: size mismatch: server has "), reason
 
 
+_DELETE = object()
+
+
 def test_bad_file_lists_are_rejected():
     b = _app_v1()
     base = _v2_files("bad")
+    changes = (  # (file index, key, new value or _DELETE, reason)
+        (0, "path", "../boot.py", "files[0].path: .. not allowed"),
+        (1, "path", "main_app.py", "files[1].path: listed twice"),
+        (0, "size", 600000, "files[0].size: at most 524288"),
+        (0, "sha256", _DELETE, "files[0].sha256: required"),
+        (1, "path", "/boot.py", "files[1].path: must be relative, without a leading /"),
+        (1, "path", "lib//helper.py", "files[1].path: empty name (// or a trailing /) not allowed"),
+        (1, "path", "lib/", "files[1].path: empty name (// or a trailing /) not allowed"),
+        (1, "path", "./main_app.py", "files[1].path: . not allowed"),
+        (
+            1,
+            "path",
+            "main_app.py.part",
+            "files[1].path: main_app.py.part not allowed (.part is kept for downloads)",
+        ),
+        (0, "colour", "red", "files[0]: unknown parameter colour"),
+        (0, "url", "https://user@host/x", "files[0].url: bad host in URL"),
+    )
     cases = []
-    doc = _doc(base)
-    doc["files"][0]["path"] = "../boot.py"
-    cases.append((doc, "files[0].path: .. not allowed"))
-    doc = _doc(base)
-    doc["files"][1]["path"] = "main_app.py"
-    cases.append((doc, "files[1].path: listed twice"))
-    doc = _doc(base)
-    doc["files"][0]["size"] = 600000
-    cases.append((doc, "files[0].size: at most 524288"))
-    doc = _doc(base)
-    del doc["files"][0]["sha256"]
-    cases.append((doc, "files[0].sha256: required"))
+    for i, key, value, reason in changes:
+        doc = _doc(base)
+        if value is _DELETE:
+            del doc["files"][i][key]
+        else:
+            doc["files"][i][key] = value
+        cases.append((doc, reason))
     doc = _doc(base)
     doc["files"] = doc["files"] * 9
     cases.append((doc, "files: at most 16 items"))
     cases.append(({"operation": "ota.files", "files": []}, "files: at least 1 items"))
     for doc, reason in cases:
-        assert ops.validate(doc, b) == (None, reason), ops.validate(doc, b)
+        assert ops.prepare(doc, b)[2] == reason, ops.prepare(doc, b)
 
 
 def test_file_download_writes_atomically_and_checks_the_hash():
@@ -206,7 +222,7 @@ def test_file_download_writes_atomically_and_checks_the_hash():
         "path": "data/plain.txt",
         "sha256": item["sha256"],
     }
-    op, reason = ops.validate(doc, b)
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None, reason
     assert op.run(Job(b, doc, config=otaimage.config())) == {"path": "data/plain.txt", "size": "10"}
     with open(b.root + "/data/plain.txt") as f:
@@ -223,12 +239,14 @@ def test_file_download_writes_atomically_and_checks_the_hash():
 def test_aws_download_file_with_a_sha256_arg_runs():
     b = fresh_board()
     item = _serve("aws.txt", "from the template")
-    doc = {"operation": "download-file.sh", "args": [item["url"], "/downloads/aws.txt", item["sha256"]]}
-    op, reason = ops.validate(doc, b)
+    doc = {"operation": "download-file.sh", "args": [item["url"], "downloads/aws.txt", item["sha256"]]}
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None, reason
-    op.run(Job(b, ops.normalize(doc), config=otaimage.config()))
+    op.run(Job(b, doc, config=otaimage.config()))
     with open(b.root + "/downloads/aws.txt") as f:
         assert f.read() == "from the template"
+    absolute = {"operation": "download-file.sh", "args": [item["url"], "/downloads/aws.txt", item["sha256"]]}
+    assert ops.prepare(absolute, b)[2] == "path: must be relative, without a leading /"
 
 
 def test_file_download_refuses_protected_paths():
@@ -238,8 +256,13 @@ def test_file_download_refuses_protected_paths():
         ("config.json", "path: config.json is not writable by jobs"),
         ("app/a/main.py", "path: app is not writable by jobs"),
         ("data/../config.json", "path: .. not allowed"),
+        ("/boot.py", "path: must be relative, without a leading /"),
+        ("/data/x.csv", "path: must be relative, without a leading /"),
+        ("data//x.csv", "path: empty name (// or a trailing /) not allowed"),
+        ("data/x.csv.part", "path: x.csv.part not allowed (.part is kept for downloads)"),
     ):
-        assert ops.validate(dict(doc, path=path), b) == (None, reason)
+        assert ops.prepare(dict(doc, path=path), b)[2] == reason, (path, ops.prepare(dict(doc, path=path), b))
+    assert ops.prepare(dict(doc, path="data/x.csv"), b)[2] is None
 
 
 def test_resume_in_the_engines_running_phase_starts_over():

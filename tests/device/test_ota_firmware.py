@@ -45,7 +45,7 @@ def _until_reset(op, job, resume=False):
 
 
 def _failed(b, doc, cfg=None):
-    op, reason = ops.validate(doc, b)
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None, reason
     with raises(ops.Failed) as caught:
         op.run(Job(b, doc, config=otaimage.config() if cfg is None else cfg))
@@ -60,7 +60,7 @@ def test_update_with_a_presigned_url_boots_self_tests_and_succeeds():
     journal = b.root + "/journal.json"
     query = "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F2026&X-Amz-Signature=ab12"
     doc = _doc("fw-ok.bin", sha, query=query)
-    op, reason = ops.validate(doc, b)
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None
     job = Job(b, doc, config=otaimage.config(), journal=journal)
     _until_reset(op, job)
@@ -163,10 +163,10 @@ def test_a_server_signed_by_another_ca_is_refused():
     assert reason.startswith("download: TLS: localhost not verified"), reason
 
 
-def test_no_ota_partition_fails():
+def test_no_ota_partition_is_rejected_before_anything_runs():
     b = fresh_board(ota=False)
-    reason = _failed(b, _doc("x.bin", "0" * 64))
-    assert reason.startswith("no OTA partition on this device"), reason
+    reason = ops.prepare(_doc("x.bin", "0" * 64), b)[2]
+    assert reason == "no OTA partition on this device (flash an OTA build, e.g. ESP32_GENERIC-OTA)", reason
 
 
 def test_same_version_fails_before_any_download():
@@ -175,9 +175,12 @@ def test_same_version_fails_before_any_download():
     assert len(otaimage.requests()) == before
 
 
-def test_image_larger_than_the_partition_fails():
-    reason = _failed(fresh_board(ota_slot_size=65536), _doc("x.bin", "0" * 64, size=65537))
-    assert reason == "image of 65537 bytes exceeds the OTA partition (65536)"
+def test_image_larger_than_the_partition_is_rejected():
+    b = fresh_board(ota_slot_size=65536)
+    assert ops.prepare(_doc("x.bin", "0" * 64, size=65537), b)[2] == (
+        "image of 65537 bytes exceeds the OTA partition (65536)"
+    )
+    assert ops.prepare(_doc("x.bin", "0" * 64, size=65536), b)[2] is None
 
 
 def test_missing_ca_setting_fails_with_the_key_name():

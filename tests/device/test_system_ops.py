@@ -1,6 +1,5 @@
 # system.reboot, config.set, diag.echo.
 import json
-import sys
 
 from jobdouble import Job
 from jobs import ops
@@ -12,7 +11,7 @@ def test_reboot_journals_reports_rebooting_resets_then_succeeds_with_the_reason(
     b = fresh_board()
     journal = b.root + "/journal.json"
     job = Job(b, {"operation": "system.reboot"}, journal=journal)
-    op, reason = ops.validate(job.doc, b)
+    op, job.doc, reason = ops.prepare(job.doc, b)
     assert reason is None
     with raises(SystemExit) as caught:
         op.run(job)
@@ -25,85 +24,67 @@ def test_reboot_journals_reports_rebooting_resets_then_succeeds_with_the_reason(
     assert details == {"step": "rebooted", "resetReason": "job job-1"}
 
 
-class _ConfigStandIn:
-    """Only what docs/contracts.md says of jobs.config.apply_remote, for when it is not merged."""
-
-    REMOTE = {"telemetry_period_s": (int, 1, 86400)}
-
-    @staticmethod
-    def apply_remote(cfg, values, path):
-        for key in values:
-            if key not in _ConfigStandIn.REMOTE:
-                raise ValueError(key + ": not remotely settable")
-            kind, lo, hi = _ConfigStandIn.REMOTE[key]
-            if not isinstance(values[key], kind) or not lo <= values[key] <= hi:
-                raise ValueError(key + ": out of range")
-        cfg.update(values)
-        with open(path + ".tmp", "w") as f:
-            json.dump(cfg, f)
-        import os
-
-        os.rename(path + ".tmp", path)
-
-
-def _config_module():
-    try:
-        from jobs import config
-
-        if hasattr(config, "apply_remote"):
-            return None
-    except ImportError:
-        pass
-    sys.modules["jobs.config"] = _ConfigStandIn
-    import jobs
-
-    jobs.config = _ConfigStandIn
-    return _ConfigStandIn
-
-
-def test_config_set_applies_through_apply_remote_and_fails_with_its_reason():
-    stand_in = _config_module()
-    b = fresh_board()
-    calls = []
+def test_config_set_checks_keys_before_running_applies_and_persists():
     from jobs import config
 
-    real = config.apply_remote
+    b = fresh_board()
+    path = b.root + "/config.json"
+    with open(path, "w") as f:
+        json.dump({"endpoint": "localhost", "thing_name": "t1"}, f)
+    cfg = config.load(path)
+    doc = {"operation": "config.set", "values": {"telemetry_interval_s": 30, "retries": 2}}
+    op, doc, reason = ops.prepare(doc, b)
+    assert reason is None
+    assert op.run(Job(b, doc, config=cfg)) == {"applied": "retries,telemetry_interval_s"}
+    assert cfg["telemetry_interval_s"] == 30
+    with open(path) as f:
+        assert json.load(f) == {
+            "endpoint": "localhost",
+            "thing_name": "t1",
+            "telemetry_interval_s": 30,
+            "retries": 2,
+        }
 
-    def spy(cfg, values, path):
-        calls.append((dict(values), path))
-        return real(cfg, values, path)
 
-    config.apply_remote = spy
-    try:
-        cfg = {"telemetry_period_s": 60}
-        doc = {"operation": "config.set", "values": {"telemetry_period_s": 30}}
-        op, reason = ops.validate(doc, b)
-        assert reason is None
-        job = Job(b, doc, config=cfg)
-        if stand_in is not None:
-            assert op.run(job) == {"applied": "telemetry_period_s"}
-            with open(b.root + "/config.json") as f:
-                assert json.load(f)["telemetry_period_s"] == 30
-        else:
-            try:
-                op.run(job)
-            except ops.Failed:
-                pass  # the real schema may differ; the call below is what this op owes
-        assert calls[0] == ({"telemetry_period_s": 30}, b.root + "/config.json")
-        bad = Job(b, {"operation": "config.set", "values": {"thing_name": "evil"}}, config=cfg)
-        with raises(ops.Failed) as caught:
-            op.run(bad)
-        assert "thing_name" in caught.value.args[0]
-    finally:
-        config.apply_remote = real
-    assert ops.validate({"operation": "config.set", "values": {}}, b) == (None, "values: at least 1 keys")
-    assert ops.validate({"operation": "config.set", "values": [1]}, b) == (None, "values: object expected")
+def test_config_set_of_an_unknown_unsettable_or_out_of_bounds_key_is_rejected():
+    b = fresh_board()
+    for values, reason in (
+        ({"thing_name": "evil"}, "thing_name: not remotely settable"),
+        ({"endpoint": "evil.example"}, "endpoint: not remotely settable"),
+        ({"no_such_key": 1}, "unknown key no_such_key"),
+        ({"retries": 99}, "retries: must be an integer 0..10"),
+        ({"query_next_first": 1}, "query_next_first: must be true or false"),
+        ({"telemetry_interval_s": 5, "retries": -1}, "retries: must be an integer 0..10"),
+        ({}, "values: at least 1 keys"),
+        ([1], "values: object expected"),
+    ):
+        op, _, got = ops.prepare({"operation": "config.set", "values": values}, b)
+        assert (op, got) == (None, reason), (values, got)
+
+
+def test_config_set_that_conflicts_with_the_running_config_fails_and_changes_nothing():
+    from jobs import config
+
+    b = fresh_board()
+    path = b.root + "/config.json"
+    with open(path, "w") as f:
+        json.dump({"endpoint": "localhost", "thing_name": "t1", "buffer_size": 4096, "max_document": 4096}, f)
+    cfg = config.load(path)
+    doc = {"operation": "config.set", "values": {"max_document": 8192}}
+    op, doc, reason = ops.prepare(doc, b)
+    assert reason is None  # within the schema's bounds: only the running config says no
+    with raises(ops.Failed) as caught:
+        op.run(Job(b, doc, config=cfg))
+    assert caught.value.args[0] == "max_document: must not exceed buffer_size (4096)"
+    assert cfg["max_document"] == 4096
+    with open(path) as f:
+        assert json.load(f)["max_document"] == 4096
 
 
 def test_diag_echo_reports_diagnostics_and_a_bounded_echo():
     b = fresh_board()
     doc = {"operation": "diag.echo", "message": "hello\nthere"}
-    op, reason = ops.validate(doc, b)
+    op, doc, reason = ops.prepare(doc, b)
     assert reason is None
     details = op.run(Job(b, doc))
     assert details["echo"] == "hello there"
@@ -117,4 +98,4 @@ def test_diag_echo_reports_diagnostics_and_a_bounded_echo():
         assert isinstance(value, str) and value
     assert "echo" not in op.run(Job(b, {"operation": "diag.echo"}))
     long = {"operation": "diag.echo", "message": "x" * 257}
-    assert ops.validate(long, b) == (None, "message: at most 256 characters")
+    assert ops.prepare(long, b)[2] == "message: at most 256 characters"

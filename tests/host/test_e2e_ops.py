@@ -81,7 +81,7 @@ def test_config_set_persists_and_applies_at_once(rig):
     assert details(too_big)["reason"].startswith("document too large (")
     assert details(too_big)["reason"].endswith(" > 1024)")
     refused = dev.run("config-3", {"operation": "config.set", "values": {"endpoint": "evil.example"}})
-    assert refused["status"] == "FAILED", refused
+    assert refused["status"] == "REJECTED", refused  # the schema says no before anything runs
     assert details(refused) == {"reason": "endpoint: not remotely settable"}
     assert dev.config()["endpoint"] == "localhost"
     # telemetry was off (0); switched on remotely, it starts without a reboot
@@ -205,6 +205,26 @@ def test_a_custom_operation_from_handlers_py_in_the_device_root(rig):
     assert details(done) == {"otherInfo": "someValue", "handledBy": "customJob"}
     bad = dev.run("custom-2", {"operation": "customJob", "otherInfo": 5})
     assert bad["status"] == "REJECTED" and details(bad) == {"reason": "otherInfo: string expected"}
+
+
+def test_a_handlers_py_that_takes_a_builtin_name_is_refused_at_boot_and_the_builtin_stays(rig):
+    dev = rig.provision("e2e-override")
+    (dev.root / "handlers.py").write_text(
+        "from jobs import ops\n\n\n"
+        "class Anything(ops.Op):\n"
+        '    name = "gpio.write"\n'
+        '    params = (ops.Param("pin", ops.ANY), ops.Param("value", ops.ANY))\n\n'
+        "    def run(self, job):\n"
+        '        return {"pin": "any"}\n\n\n'
+        "ops.register(Anything())\n"
+    )
+    dev.start()
+    dev.wait_log("main: handlers.py: ValueError('operation gpio.write is built in; "
+                 "register(op, override=True) replaces it on purpose'")  # fmt: skip
+    done = dev.run("override-1", {"operation": "gpio.write", "pin": 6, "value": 1})
+    assert done["status"] == "REJECTED", done
+    assert details(done) == {"reason": "pin: 6 is a flash pin, never allowed"}
+    assert dev.pins_log() == []
 
 
 def test_unknown_operations_and_bad_pins_are_rejected_with_a_reason_and_move_nothing(rig):

@@ -2,14 +2,15 @@
 """Operations a job document may name, and the checks run before any of them moves anything.
 
     from jobs import ops
-    doc = ops.normalize(doc)               # AWS Device Client forms -> {"operation": ...}
-    op, reason = ops.validate(doc)         # reason -> REJECTED, never run
-    details = op.run(job)                  # dict -> SUCCEEDED; ops.Failed(reason) -> FAILED
+    op, doc, reason = ops.prepare(doc, board)   # converted once; reason -> REJECTED, never run
+    details = op.run(job)                       # dict -> SUCCEEDED; ops.Failed(reason) -> FAILED
 
 Built-in operations live in sibling modules imported on first use (`find`), so a device pays
 in RAM only for the handlers its jobs name. A user handler is an `Op` subclass registered with
 `ops.register(MyOp())` (see jobs/ops/custom_example.py and docs/operations.md).
 """
+
+import sys
 
 # parameter kinds
 PIN = "pin"  # board alias (str) or GPIO number (int); checked against the board's allowlist
@@ -51,7 +52,7 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 return "alias or GPIO number expected"
             try:
-                _resolve_pin(board, value)
+                board.resolve(value)
             except ValueError as error:
                 reason = str(error.args[0]) if error.args else "not allowed"
                 return reason[5:] if reason.startswith("pin: ") else reason
@@ -70,6 +71,12 @@ class Param:
             if kind == URL:
                 if not value.startswith("https://") or len(value) <= 8:
                     return "https:// URL expected"
+                from jobs.ops import https  # only documents that download load it
+
+                try:
+                    https.parse_url(value)
+                except ValueError as error:
+                    return str(error.args[0])
                 return _bounds(len(value), None, self.hi or _MAX_URL, " characters")
             return _bounds(len(value), self.lo, self.hi or _MAX_STR, " characters")
         if kind == LIST:
@@ -100,20 +107,13 @@ def _is_sha256(s):
     return True
 
 
-def _resolve_pin(board, ref):
-    """(number, direction, safe_level, alias) from the board (instance or the `board` module's class)."""
-    if board is None:
-        import board as board_module  # the deployed board's module; its pin table is class data
-
-        board = board_module.Board
-    return board.resolve(ref)
-
-
 class Op:
     """Base of every operation. Subclasses set `name`, `params` and define `run(job)`.
 
     `check(doc, board)` may add checks beyond the parameter schema (return a reason or None).
     `resume(job)`, when defined, is called after a reset in one of the op's journal phases.
+    `idempotent`: running it twice has the effect of running it once (the engine need not
+    journal it: after a reset it simply runs again).
     """
 
     name = ""
@@ -128,7 +128,8 @@ class Op:
 
 
 _registry = {}
-# built-in operation -> module under jobs.ops, imported on first use
+# built-in operation -> module under jobs.ops, imported on first use; each module lists its
+# operations in OPS (they are not registered on import, so a user's op cannot race them)
 _BUILTIN = {
     "gpio.write": "gpio",
     "gpio.pulse": "gpio",
@@ -142,11 +143,19 @@ _BUILTIN = {
 }
 
 
-def register(op):
-    """Make `op` (an Op instance) answer documents whose "operation" is op.name; returns op."""
-    if not op.name or not isinstance(op.name, str):
+def register(op, override=False):
+    """Make `op` (an Op instance) answer documents whose "operation" is op.name; returns op.
+
+    A built-in operation's name is refused (ValueError) unless `override` is True: replacing
+    gpio.write replaces its pin checks too, so it must be meant."""
+    name = op.name
+    if not name or not isinstance(name, str):
         raise ValueError("an operation needs a name")
-    _registry[op.name] = op
+    if name in _BUILTIN and not override:
+        raise ValueError(
+            "operation " + name + " is built in; register(op, override=True) replaces it on purpose"
+        )
+    _registry[name] = op
     return op
 
 
@@ -154,63 +163,67 @@ def find(name):
     """The Op registered under `name`, importing its built-in module if needed; else None."""
     op = _registry.get(name)
     if op is None and name in _BUILTIN:
-        __import__("jobs.ops." + _BUILTIN[name])
+        path = "jobs.ops." + _BUILTIN[name]
+        __import__(path)
+        for builtin in sys.modules[path].OPS:
+            if builtin.name not in _registry:  # an override registered first stays
+                _registry[builtin.name] = builtin
         op = _registry.get(name)
     return op
 
 
-def names():
-    """Every operation name known now (registered or built in), sorted."""
-    found = set(_registry)
-    for name in _BUILTIN:
-        found.add(name)
-    return sorted(found)
+def check_fields(params, obj, board, where="", extra=None):
+    """None when the dict `obj` fits `params` (each present unless optional, of its kind and
+    within bounds, no key but theirs and `extra`), else the reason; `where` prefixes the names
+    in it ("files[0]")."""
+    present = 1 if extra is not None and extra in obj else 0
+    for param in params:
+        key = param.name
+        if key not in obj:
+            if param.optional:
+                continue
+            return (where + "." + key if where else key) + ": required"
+        present += 1
+        problem = param.check(obj[key], board)
+        if problem:
+            return (where + "." + key if where else key) + ": " + problem
+    if len(obj) > present:
+        for key in obj:
+            if key != extra and not _declared(params, key):
+                return (where + ": " if where else "") + "unknown parameter " + str(key)[:64]
+    return None
+
+
+def _declared(params, key):
+    for param in params:
+        if param.name == key:
+            return True
+    return False
 
 
 def prepare(doc, board):
-    """(op, doc, None) when `doc` may run, else (None, doc, reason); doc in our form."""
-    doc = normalize(doc)
-    op, reason = validate(doc, board)
-    return op, doc, reason
+    """(op, doc, None) when `doc` may run, else (None, doc, reason) for REJECTED.
 
-
-def normalize(doc):
-    """AWS IoT Device Client document forms mapped onto our operations; other docs unchanged."""
-    return _convert(doc)[0]
-
-
-def validate(doc, board=None):
-    """(op, None) when `doc` may run, else (None, reason). `board`: a Board, or the deployed one."""
+    The one conversion of a job document: the AWS Device Client forms mapped onto ours, then
+    the operation's parameter schema and its own checks (pins, paths, config keys) against
+    `board`. The returned doc is the converted one, also with a reason."""
     if not isinstance(doc, dict):
-        return None, "document is not a JSON object"
+        return None, doc, "document is not a JSON object"
     doc, reason = _convert(doc)
     if reason:
-        return None, reason
+        return None, doc, reason
     name = doc.get("operation")
     if name is None or name == "":
-        return None, "operation missing"
+        return None, doc, "operation missing"
     if not isinstance(name, str):
-        return None, "operation: string expected"
+        return None, doc, "operation: string expected"
     op = find(name)
     if op is None:
-        return None, "unsupported operation " + name[:64]
-    declared = {"operation": True}
-    for param in op.params:
-        declared[param.name] = True
-        if param.name not in doc:
-            if param.optional:
-                continue
-            return None, param.name + ": required"
-        problem = param.check(doc[param.name], board)
-        if problem:
-            return None, param.name + ": " + problem
-    for key in doc:
-        if key not in declared:
-            return None, "unknown parameter " + str(key)[:64]
-    reason = op.check(doc, board)
+        return None, doc, "unsupported operation " + name[:64]
+    reason = check_fields(op.params, doc, board, "", "operation") or op.check(doc, board)
     if reason:
-        return None, reason
-    return op, None
+        return None, doc, reason
+    return op, doc, None
 
 
 def _convert(doc):

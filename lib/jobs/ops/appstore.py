@@ -12,19 +12,19 @@ import os
 
 from jobs import store
 
-_POINTER = "/app/app.json"
+_POINTER = "app/app.json"
 
 
 def _app(root):
-    return root.rstrip("/") + "/app"
+    return store.join(root, "app")
 
 
 def state(root):
-    return store.load(root.rstrip("/") + _POINTER) or {"dir": "a", "version": "none", "state": "VALID"}
+    return store.load(store.join(root, _POINTER)) or {"dir": "a", "version": "none", "state": "VALID"}
 
 
 def _save(root, data):
-    store.save(root.rstrip("/") + _POINTER, data)
+    store.save(store.join(root, _POINTER), data)
 
 
 def version(root):

@@ -1,5 +1,5 @@
 # jobs.ops.custom_example: how to add your own operation. MIT licence.
-"""A user handler for the seed's document {"operation": "customJob", "otherInfo": "someValue"}.
+"""A user handler for the document {"operation": "customJob", "otherInfo": "someValue"}.
 
 Copy this into handlers.py at the device root (the firmware imports it at boot, if present) and
 edit it. Declare every top-level key as a Param: a document with other keys, missing keys or

@@ -15,47 +15,36 @@ import os
 from micropython import const
 
 from jobs import ops, store
-from jobs.ops import appstore, download, firmware, https
+from jobs.ops import appstore, staging, transfer
 
 MAX_FILES = const(16)
 MAX_FILE_SIZE = const(512 * 1024)
 MAX_TOTAL = const(1024 * 1024)
 STAGE = "files.stage"
 SWAP = "files.swap"
-_FILE_KEYS = ("path", "url", "sha256", "size")
+_FILE = (
+    ops.Param("path", ops.STR, lo=1, hi=96),
+    ops.Param("url", ops.URL),
+    ops.Param("sha256", ops.SHA256),
+    ops.Param("size", ops.INT, lo=0, hi=MAX_FILE_SIZE),
+)
 
 
-def _check_file(i, item, seen):
+def _check_file(i, item, seen, board):
     where = "files[" + str(i) + "]"
     if not isinstance(item, dict):
         return where + ": object expected"
-    for key in item:
-        if key not in _FILE_KEYS:
-            return where + ": unknown key " + str(key)[:32]
-    for key in _FILE_KEYS:
-        if key not in item:
-            return where + "." + key + ": required"
-    kinds = {"path": ops.Param("path", ops.STR, lo=1, hi=96), "url": ops.Param("url", ops.URL)}
-    kinds["sha256"] = ops.Param("sha256", ops.SHA256)
-    kinds["size"] = ops.Param("size", ops.INT, lo=0, hi=MAX_FILE_SIZE)
-    for key in _FILE_KEYS:
-        problem = kinds[key].check(item[key], None)
-        if problem:
-            return where + "." + key + ": " + problem
+    problem = ops.check_fields(_FILE, item, board, where)
+    if problem:
+        return problem
     path = item["path"]
-    parts = [p for p in path.split("/") if p]
-    for p in parts:
-        if p in (".", "..") or p.endswith(".part") or p == "app.json":
-            return where + ".path: " + p + " not allowed"
-    clean = "/".join(parts)
-    if clean in seen:
+    problem = staging.check_path(path)
+    if problem:
+        return where + ".path: " + problem
+    if path in seen:
         return where + ".path: listed twice"
-    seen[clean] = True
+    seen[path] = True
     return None
-
-
-def _clean(path):
-    return "/".join(p for p in path.split("/") if p)
 
 
 def _walk(top, rel=""):
@@ -83,11 +72,6 @@ def _copy(src, dst, buf):
     os.rename(dst + ".part", dst)
 
 
-def _sha_of(path, buf):
-    hashed = download.hash_file(path, buf)
-    return firmware.hexdigest(hashed[0]) if hashed is not None else None
-
-
 class Files(ops.Op):
     name = "ota.files"
     params = (
@@ -99,7 +83,7 @@ class Files(ops.Op):
         seen = {}
         total = 0
         for i, item in enumerate(doc["files"]):
-            problem = _check_file(i, item, seen)
+            problem = _check_file(i, item, seen, board)
             if problem:
                 return problem
             total += item["size"]
@@ -114,36 +98,40 @@ class Files(ops.Op):
             raise ops.Failed("the previous application update is not committed yet")
         stage = appstore.other(current)
         job.checkpoint(STAGE, {"stage": stage})
-        store.rmtree(appstore.folder(root, stage))
+        staged = appstore.folder(root, stage)
+        store.rmtree(staged)
+        # what staging writes: a copy of each running file kept, and each new file
+        live = appstore.folder(root)
+        sizes = [item["size"] for item in job.doc["files"]]
+        for rel in _kept(live, job.doc["files"]):
+            sizes.append(os.stat(live + "/" + rel)[6])
+        staging.ensure_space(root, sizes, "application files")
         return self._stage(job, stage)
 
     def _stage(self, job, stage):
         root = job.board.root
         live = appstore.folder(root)
         staged = appstore.folder(root, stage)
-        download.makedirs_for(staged + "/x")
-        buf = bytearray(https.BLOCK)
-        updated = {}
-        for item in job.doc["files"]:
-            updated[_clean(item["path"])] = item
+        staging.makedirs_for(staged + "/x")
+        buf = bytearray(transfer.BLOCK)
         try:
-            for rel in list(_walk(live)):
-                if rel not in updated and not rel.endswith(".part"):
-                    download.makedirs_for(staged + "/" + rel)
-                    _copy(live + "/" + rel, staged + "/" + rel, buf)
+            for rel in _kept(live, job.doc["files"]):
+                staging.makedirs_for(staged + "/" + rel)
+                _copy(live + "/" + rel, staged + "/" + rel, buf)
             count = 0
-            for rel in updated:
-                item = updated[rel]
-                target = staged + "/" + rel
-                count += 1
-                if _sha_of(target, buf) == item["sha256"].lower():
-                    continue  # staged before a reset, still intact
-                download.makedirs_for(target)
-                if not job.progress({"step": "downloading", "file": rel[-64:], "count": str(count)}):
-                    raise ops.Canceled()
-                part = download.fetch_file(job, item["url"], target, item["sha256"], item["size"], buf)
-                os.rename(part, target)
-                job.checkpoint(STAGE, {"stage": stage, "done": count})
+            with transfer.Session(job) as session:
+                for item in job.doc["files"]:
+                    rel = item["path"]
+                    target = staged + "/" + rel
+                    count += 1
+                    if staging.sha_of(target, buf) == item["sha256"].lower():
+                        continue  # staged before a reset, still intact
+                    staging.makedirs_for(target)
+                    if not job.progress({"step": "downloading", "file": rel[-64:], "count": str(count)}):
+                        raise ops.Canceled()
+                    part = staging.fetch_file(session, target, item["url"], item["sha256"], item["size"], buf)
+                    os.rename(part, target)
+                    job.checkpoint(STAGE, {"stage": stage, "done": count})
         except BaseException:
             store.rmtree(staged)  # the running application was never touched
             raise
@@ -176,4 +164,12 @@ class Files(ops.Op):
         raise ops.Failed("reset did not happen")
 
 
-ops.register(Files())
+def _kept(live, files):
+    """Relative paths of the running files that this update does not replace."""
+    updated = {}
+    for item in files:
+        updated[item["path"]] = True
+    return [rel for rel in _walk(live) if rel not in updated and not rel.endswith(".part")]
+
+
+OPS = (Files(),)

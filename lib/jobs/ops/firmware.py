@@ -9,79 +9,20 @@ SUCCEEDED with the version. A reset before mark-valid boots the old image, whose
 reports FAILED "rolled back". Any failure before set_boot leaves the running firmware untouched.
 """
 
-import binascii
 import hashlib
-import time
 
 from micropython import const
 
 from jobs import ops
-from jobs.ops import https
+from jobs.ops import https, transfer
 
 _BLOCK = const(4096)
-_CHECKPOINT_BYTES = const(65536)
-_PROGRESS_MS = const(2000)
+_MAX_IMAGE = const(16 * 1024 * 1024)
 DOWNLOAD = "ota.download"
 BOOT = "ota.boot"
 
 
-def ca_for(job):
-    """DER bytes of the CA that must have signed the download server's certificate:
-    config https_ca, else the MQTT broker's CA (config ca)."""
-    path = job.config.get("https_ca") or job.config.get("ca")
-    if not path:
-        raise ops.Failed("no CA for HTTPS downloads: set https_ca in config")
-    if not path.startswith("/"):
-        path = job.board.root.rstrip("/") + "/" + path
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        raise ops.Failed("https_ca " + path + " cannot be read")
-
-
-def hexdigest(h):
-    return binascii.hexlify(h.digest()).decode()
-
-
-class Tracker:
-    """Download bookkeeping shared by ota.firmware and file.download: call advanced(end) after
-    each block is stored; it journals `phase` with data["offset"] every 64 KiB (after flush(),
-    so the journal never runs ahead of what is stored) and reports progress every 2 s."""
-
-    def __init__(self, job, phase, data, offset, size, flush=None):
-        self.job = job
-        self.phase = phase
-        self.size = size
-        self.data = data
-        self.flush = flush
-        self.saved = offset
-        self.reported = time.ticks_ms()
-
-    def advanced(self, end):
-        job = self.job
-        if end - self.saved >= _CHECKPOINT_BYTES:
-            if self.flush is not None:
-                self.flush()
-            self.saved = end
-            self.data["offset"] = end
-            job.checkpoint(self.phase, self.data)
-        if time.ticks_diff(time.ticks_ms(), self.reported) >= _PROGRESS_MS:
-            self.reported = time.ticks_ms()
-            details = {"step": "downloading", "received": str(end), "size": str(self.size)}
-            details["percent"] = str(end * 100 // self.size)
-            if not job.progress(details):
-                raise ops.Canceled()
-
-    def retrying(self, pos, failures):
-        """Before a reconnection: report (this also feeds the engine's watchdog)."""
-        details = {"step": "downloading", "received": str(pos), "size": str(self.size)}
-        details["retry"] = str(failures)
-        if not self.job.progress(details):
-            raise ops.Canceled()
-
-
-class _SlotWriter(Tracker):
+class _SlotWriter(transfer.Tracker):
     """download() sink: whole blocks into the partition, SHA-256, journal and progress."""
 
     def __init__(self, job, slot, buf, hasher, offset):
@@ -131,9 +72,19 @@ class Firmware(ops.Op):
     params = (
         ops.Param("url", ops.URL),
         ops.Param("sha256", ops.SHA256),
-        ops.Param("size", ops.INT, lo=1, hi=16 * 1024 * 1024),
+        ops.Param("size", ops.INT, lo=1, hi=_MAX_IMAGE),
         ops.Param("version", ops.STR, lo=1, hi=64),
     )
+
+    def check(self, doc, board):
+        # the partition table is fixed for this device: no retry of this document can fit
+        slot = board.ota()
+        if slot is None:
+            return "no OTA partition on this device (flash an OTA build, e.g. ESP32_GENERIC-OTA)"
+        capacity = slot.ioctl(4, 0) * slot.ioctl(5, 0)
+        if doc["size"] > capacity:
+            return "image of " + str(doc["size"]) + " bytes exceeds the OTA partition (" + str(capacity) + ")"
+        return None
 
     def run(self, job):
         board = job.board
@@ -141,12 +92,6 @@ class Firmware(ops.Op):
         if version == board.firmware_version():
             raise ops.Failed("version " + version + " already running")
         slot = board.ota()
-        if slot is None:
-            raise ops.Failed("no OTA partition on this device (flash an OTA build, e.g. ESP32_GENERIC-OTA)")
-        capacity = slot.ioctl(4, 0) * slot.ioctl(5, 0)
-        if job.doc["size"] > capacity:
-            size = str(job.doc["size"])
-            raise ops.Failed("image of " + size + " bytes exceeds the OTA partition (" + str(capacity) + ")")
         job.checkpoint(DOWNLOAD, {"slot": _label(slot), "offset": 0})
         return self._fetch(job, slot, 0)
 
@@ -157,23 +102,16 @@ class Firmware(ops.Op):
         hasher = hashlib.sha256()
         if offset:
             _hash_slot(slot, offset, buf, hasher)
-        ca = ca_for(job)
-        if not job.progress({"step": "downloading", "received": str(offset), "size": str(size)}):
-            raise ops.Canceled()
-        writer = _SlotWriter(job, slot, buf, hasher, offset)
-        try:
-            https.download(
-                doc["url"], ca, size, writer, offset, buf, timeout_ms=_timeout(job), wait=writer.retrying
-            )
-        except https.DownloadError as error:
-            raise ops.Failed("download: " + str(error.args[0]))
-        except ValueError as error:
-            raise ops.Failed("url: " + str(error.args[0]))
-        got = hexdigest(hasher)
+        with transfer.Session(job) as session:
+            if not job.progress({"step": "downloading", "received": str(offset), "size": str(size)}):
+                raise ops.Canceled()
+            writer = _SlotWriter(job, slot, buf, hasher, offset)
+            session.download(doc["url"], size, writer, offset, buf, writer.retrying)
+        got = transfer.hexdigest(hasher)
         if got != doc["sha256"].lower():
             _spoil(slot, buf)
             raise ops.Failed("sha256 mismatch: image is " + got)
-        if hexdigest(_hash_slot(slot, size, buf, hashlib.sha256())) != got:
+        if transfer.hexdigest(_hash_slot(slot, size, buf, hashlib.sha256())) != got:
             _spoil(slot, buf)
             raise ops.Failed("verify failed: the partition reads back different bytes")
         label = _label(slot)
@@ -183,7 +121,7 @@ class Firmware(ops.Op):
         try:
             slot.set_boot()
         except OSError as error:
-            raise ops.Failed("image not bootable (set_boot: " + https._errno(error) + ")")
+            raise ops.Failed("image not bootable (set_boot: " + https.errno_text(error) + ")")
         job.reboot({"step": "rebooting", "version": doc["version"]})
         raise ops.Failed("reset did not happen")
 
@@ -209,8 +147,4 @@ class Firmware(ops.Op):
         return {"version": version, "previous": str(data.get("previous"))}
 
 
-def _timeout(job):
-    return job.config.get("https_timeout_ms") or 10000
-
-
-ops.register(Firmware())
+OPS = (Firmware(),)

@@ -1,7 +1,7 @@
 # jobs.ops.gpio: gpio.write, gpio.pulse, gpio.read. MIT licence.
 """GPIO operations on the pins the board allows for jobs (alias or number).
 
-The allowlist is checked by ops.validate before anything moves, and again by board.pin().
+The allowlist is checked by ops.prepare before anything moves, and again by board.pin().
 A pulse restores the previous level; a pulse that is canceled or fails mid-way leaves the pin
 at the board's safe level.
 """
@@ -18,10 +18,7 @@ _PROGRESS_MS = const(1000)
 
 
 def _output(doc, board):
-    try:
-        number, direction, safe, alias = ops._resolve_pin(board, doc.get("pin"))
-    except ValueError as error:
-        return error.args[0]
+    number, direction, safe, alias = board.resolve(doc["pin"])  # the PIN check resolved it already
     if direction != "out":
         return "pin: " + alias + " is an input"
     return None
@@ -31,6 +28,7 @@ class Write(ops.Op):
     name = "gpio.write"
     idempotent = True
     params = (ops.Param("pin", ops.PIN), ops.Param("value", ops.INT, lo=0, hi=1))
+    idempotent = True
 
     def check(self, doc, board):
         return _output(doc, board)
@@ -83,11 +81,10 @@ class Read(ops.Op):
     name = "gpio.read"
     idempotent = True
     params = (ops.Param("pin", ops.PIN),)
+    idempotent = True
 
     def run(self, job):
         return {"pin": str(job.doc["pin"]), "value": str(job.board.pin(job.doc["pin"]).value())}
 
 
-ops.register(Write())
-ops.register(Pulse())
-ops.register(Read())
+OPS = (Write(), Pulse(), Read())

@@ -3,17 +3,23 @@
 
 micropython-lib's `requests` turns certificate verification off for https; this does not.
 
-    n = download(url, ca, size, write, offset=0)   # write(pos, mv) per 4 KiB block; returns bytes fetched
+    ctx = context(ca_der)                          # one per job, for all its connections
+    n = download(url, ctx, size, write, offset=0)  # write(pos, mv) per 4 KiB block; bytes fetched
 
-A dropped connection is resumed with `Range: bytes=<pos>-` from the last whole block; a refused
-connection or a status other than 200/206 ends in DownloadError with the reason.
+A dropped connection, a refused one or a TLS handshake that fails with OSError (ENOMEM, a
+timeout, a reset) is retried with backoff, a download resumed with `Range: bytes=<pos>-` from
+the last whole block. A certificate that does not verify (ValueError from the TLS wrap) or a
+status other than 200/206 ends in DownloadError with the reason, at once.
 """
 
+import gc
 import socket
 import ssl
 import time
 
 from micropython import const
+
+from jobs import clock
 
 BLOCK = const(4096)
 _MAX_HEADER = const(1024)
@@ -22,6 +28,18 @@ _MAX_HEADERS = const(48)
 
 class DownloadError(Exception):
     """args[0]: the reason, fit for statusDetails."""
+
+
+class HandshakeError(OSError):
+    """The TLS handshake failed for a reason worth a retry (memory, timeout, reset)."""
+
+
+def context(ca):
+    """A client SSLContext that requires a server certificate signed by the DER CA `ca`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca)
+    return ctx
 
 
 def parse_url(url):
@@ -50,20 +68,20 @@ def parse_url(url):
 class Response:
     """An open HTTPS response: status, body_start, total (or None), readinto(), close()."""
 
-    def __init__(self, url, ca, offset, timeout_ms):
+    def __init__(self, url, ctx, offset, timeout_ms):
         host, port, target = parse_url(url)
         self._raw = socket.socket()
         self._tls = None
         try:
             self._raw.settimeout(timeout_ms / 1000)
             self._raw.connect(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(cadata=ca)
+            gc.collect()  # the handshake's temporaries need the largest free blocks there are
             try:
                 self._tls = ctx.wrap_socket(self._raw, server_hostname=host)
-            except (OSError, ValueError) as error:
-                raise DownloadError("TLS: " + host + " not verified (" + _errno(error) + ")")
+            except ValueError as error:  # the certificate check: no retry can change it
+                raise DownloadError("TLS: " + host + " not verified (" + errno_text(error) + ")")
+            except (OSError, MemoryError) as error:
+                raise HandshakeError(errno_text(error) if isinstance(error, OSError) else "out of memory")
             request = "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n"
             if offset:
                 request += "Range: bytes=" + str(offset) + "-\r\n"
@@ -136,9 +154,11 @@ def _fill(resp, mv):
     return got
 
 
-def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=10000, backoff_ms=250,
-             wait=None):
-    """Fetch bytes [offset, size) of `url`, calling write(pos, mv) per block; returns bytes fetched.
+def download(
+    url, ctx, size, write, offset=0, buf=None, timeout_ms=10000, wait=None, retries=4, backoff_ms=250
+):
+    """Fetch bytes [offset, size) of `url` over `ctx` (an SSLContext from context()), calling
+    write(pos, mv) per block; returns bytes fetched.
 
     `offset` must be a multiple of BLOCK. write() may raise to stop (e.g. ops.Canceled).
     wait(pos, failures), if given, is called before each reconnection (feed a watchdog, report).
@@ -149,14 +169,7 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
     fetched = 0
     failures = 0
     while pos < size:
-        try:
-            resp = Response(url, ca, pos, timeout_ms)
-        except OSError as error:
-            failures += 1
-            if failures > retries:
-                raise DownloadError(_unreachable(url, error))
-            _pause(wait, pos, failures, backoff_ms)
-            continue
+        resp, failures = _open(url, ctx, pos, timeout_ms, failures, retries, wait, backoff_ms)
         try:
             if resp.total is not None and resp.total != size:
                 has = str(resp.total)
@@ -186,7 +199,7 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
         except OSError as error:
             failures += 1
             if failures > retries:
-                raise DownloadError("connection lost at byte " + str(pos) + ": " + _errno(error))
+                raise DownloadError("connection lost at byte " + str(pos) + ": " + errno_text(error))
             _pause(wait, pos, failures, backoff_ms)
             continue
         finally:
@@ -199,17 +212,43 @@ def download(url, ca, size, write, offset=0, buf=None, retries=4, timeout_ms=100
     return fetched
 
 
+def size(url, ctx, timeout_ms=10000, wait=None, retries=4, backoff_ms=250):
+    """The size of url's body as the server gives it (None: not given), from one GET whose body
+    is not read; a failed connection is retried as download() does."""
+    resp = _open(url, ctx, 0, timeout_ms, 0, retries, wait, backoff_ms)[0]
+    total = resp.total
+    resp.close()
+    return total
+
+
+def _open(url, ctx, pos, timeout_ms, failures, retries, wait, backoff_ms):
+    """(a Response from byte pos, failures so far): a failed connection is retried with backoff."""
+    while True:
+        try:
+            return Response(url, ctx, pos, timeout_ms), failures
+        except OSError as error:
+            failures += 1
+            if failures > retries:
+                raise DownloadError(_unreachable(url, error))
+            _pause(wait, pos, failures, backoff_ms)
+
+
 def _pause(wait, pos, failures, backoff_ms):
     if wait is not None:
         wait(pos, failures)
-    time.sleep_ms(backoff_ms << (failures - 1))
+    time.sleep_ms(clock.backoff_ms(failures - 1, backoff_ms, backoff_ms << 4))
 
 
-def _errno(error):
+def errno_text(error):
+    """An exception's first argument as a reason: "errno 12", or its message."""
     code = error.args[0] if error.args else error
     return "errno " + str(code) if isinstance(code, int) else str(code)
 
 
 def _unreachable(url, error):
+    """The reason for a connection to url's server that failed with `error`."""
     host, port, _ = parse_url(url)
-    return "server unreachable: " + host + ":" + str(port) + " (" + _errno(error) + ")"
+    where = host + ":" + str(port)
+    if isinstance(error, HandshakeError):
+        return "TLS handshake with " + where + " failed (" + errno_text(error) + ")"
+    return "server unreachable: " + where + " (" + errno_text(error) + ")"

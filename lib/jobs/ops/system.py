@@ -3,8 +3,8 @@
 
 system.reboot: journal, IN_PROGRESS {"step": "rebooting"} via job.reboot(), reset; after the
 boot, resume() reports SUCCEEDED with the reset reason.
-config.set: {"values": {...}} through jobs.config.apply_remote (only remotely settable keys,
-validated, written atomically).
+config.set: {"values": {...}}: keys checked against the config schema before it runs
+(config.check_remote: REJECTED), then jobs.config.apply_remote (written atomically).
 diag.echo: {"message": "..."} echoed (bounded) with heap, uptime, reset cause and versions.
 """
 
@@ -36,32 +36,34 @@ class ConfigSet(ops.Op):
     name = "config.set"
     idempotent = True
     params = (ops.Param("values", ops.DICT, lo=1, hi=MAX_VALUES),)
+    idempotent = True
+
+    def check(self, doc, board):
+        # the schema's rules (known, remotely settable, in bounds): REJECTED; what depends on
+        # the running config (max_document <= buffer_size, ...) is apply_remote's: FAILED
+        from jobs import config
+
+        return config.check_remote(doc["values"])
 
     def run(self, job):
-        # jobs/config.py comes from the engine branch
-        from jobs import config  # pyright: ignore[reportAttributeAccessIssue]
+        from jobs import config, store
 
-        path = job.board.root.rstrip("/") + "/config.json"
         try:
-            config.apply_remote(job.config, job.doc["values"], path)
+            config.apply_remote(job.config, job.doc["values"], store.join(job.board.root, "config.json"))
         except ValueError as error:
             raise ops.Failed(str(error.args[0]) if error.args else "invalid value")
         return {"applied": ",".join(sorted(job.doc["values"]))[:1024]}
-
-
-def app_version(root):
-    """Version of the application files (ota.files), or "none"."""
-    from jobs.ops import appstore
-
-    return appstore.version(root)
 
 
 class Echo(ops.Op):
     name = "diag.echo"
     idempotent = True
     params = (ops.Param("message", ops.STR, hi=MAX_ECHO, optional=True),)
+    idempotent = True
 
     def run(self, job):
+        from jobs.ops import appstore
+
         board = job.board
         gc.collect()
         details = {
@@ -69,7 +71,7 @@ class Echo(ops.Op):
             "uptime": str(board.uptime()),
             "resetReason": board.reset_reason(),
             "firmware": board.firmware_version(),
-            "app": app_version(board.root),
+            "app": appstore.version(board.root),
             "board": board.name,
         }
         message = job.doc.get("message")
@@ -79,6 +81,4 @@ class Echo(ops.Op):
         return details
 
 
-ops.register(Reboot())
-ops.register(ConfigSet())
-ops.register(Echo())
+OPS = (Reboot(), ConfigSet(), Echo())
