@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tools.standin import StandIn
+from tools.standin.core import ApiError
 from tools.standin.device import Device
-from tools.standin.engine import ApiError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 _NAMES = itertools.count(1)

@@ -21,19 +21,20 @@ import threading
 import time
 from pathlib import Path
 
-from tools.standin.engine import ApiError, Engine
+from tools.standin.control_api import ControlApi
+from tools.standin.core import ApiError
 from tools.standin.store import DEFAULTS, Store
 
 DEFAULT_STATE = "build/standin"
 
 
-def _engine(args) -> Engine:
+def _engine(args) -> ControlApi:
     state = Path(args.state) / "state.sqlite"
     if not state.exists():
         raise SystemExit(
             f"no stand-in state in {args.state}: run `python -m tools.standin up --state {args.state}` first"
         )
-    return Engine(Store(state))
+    return ControlApi(Store(state))
 
 
 def _print(obj) -> None:
@@ -98,8 +99,8 @@ def _key_values(pairs, what: str) -> dict:
 def cmd_create_job(args) -> int:
     engine = _engine(args)
     body: dict = {
-        "targets": [engine._arn("thing", t) for t in args.thing or []]
-        + [engine._arn("thinggroup", g) for g in args.group or []],
+        "targets": [engine.arn("thing", t) for t in args.thing or []]
+        + [engine.arn("thinggroup", g) for g in args.group or []],
         "targetSelection": "CONTINUOUS" if args.continuous else "SNAPSHOT",
     }
     if args.document_file:

@@ -1,7 +1,7 @@
 """The control plane over HTTP, as boto3 and aws-cli call it with `--endpoint-url` (rest-json).
 
 Requests signed for service `iot` (the SigV4 credential scope) are control-plane calls; those
-signed for `iot-jobs-data` are the Jobs data plane (reference §11.1: the paths collide).
+signed for `iot-jobs-data` are the Jobs data plane (their paths collide).
 Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body, never a stack trace.
 The signature itself is not checked: any credentials are accepted.
 """
@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tools.standin import templates
-from tools.standin.engine import ApiError, Engine, Rejected
+from tools.standin.core import ApiError, Rejected
+from tools.standin.engine import Engine
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _HTTP_OF = {
@@ -188,7 +189,7 @@ class ControlPlane:
         (answer_topic, answer), notifications = messages[0], messages[1:]
         if notifications:
             with self.engine.store.transaction() as db:
-                self.engine._post(db, notifications)
+                self.engine.post(db, notifications)
         if answer_topic.endswith("/rejected"):
             error_type, status = _HTTP_OF.get(answer["code"], ("ServiceUnavailableException", 503))
             raise ApiError(error_type, answer["message"], status)

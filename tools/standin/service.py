@@ -22,7 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from tools.broker import SERVICE_IDENTITY
-from tools.standin.engine import Engine, classify
+from tools.standin.device_api import DeviceApi, classify
 from tools.standin.store import Store
 
 REQUESTS = "$aws/things/+/jobs/#"
@@ -34,7 +34,7 @@ class JobsService:
         self.folder = Path(folder)
         self.port = port
         self.store = Store(self.folder / "state.sqlite")
-        self.engine = Engine(self.store)
+        self.engine = DeviceApi(self.store)
         self.requests = 0
         self.random = random.Random()
         self._delayed: list = []

@@ -17,7 +17,8 @@ from pathlib import Path
 from tools import certs
 from tools.broker import SERVICE_IDENTITY, Broker
 from tools.standin.control import ControlServer
-from tools.standin.engine import TERMINAL, ApiError, Engine
+from tools.standin.core import TERMINAL, ApiError
+from tools.standin.engine import Engine
 from tools.standin.files import FileServer
 from tools.standin.store import Store
 
@@ -191,7 +192,7 @@ class StandIn:
 
     # ----- control plane (the same engine the HTTP endpoint uses) -------------------------
     def arn(self, kind: str, name: str) -> str:
-        return self.engine._arn(kind, name)
+        return self.engine.arn(kind, name)
 
     def create_job(self, job_id: str, document, things=(), groups=(), **options) -> dict:
         """CreateJob. `document`: dict or JSON text (or None with jobTemplateArn).
