@@ -1,6 +1,6 @@
 """`python -m tools.standin <command>`: bring the stand-in up, and operate its jobs.
 
-    up [--state DIR]                    broker + Jobs service + files + control plane, until Ctrl-C
+    up [--state DIR] [--host ADDR]      broker + Jobs service + files + control plane, until Ctrl-C
     create-thing NAME [--kind rsa|ec]   register a thing and issue its certificate
     create-job JOB --thing T [--group G] (--document JSON | --document-file F | --template NAME)
     cancel-job JOB [--force]            cancel-execution JOB THING [--force]
@@ -43,26 +43,33 @@ def _print(obj) -> None:
 
 def cmd_up(args) -> int:
     from tools.standin import StandIn
+    from tools.standin.standin import PortInUse
 
     settings = {"minute_seconds": args.minute_seconds} if args.minute_seconds else {}
-    aws = StandIn(args.state, control_port=args.control_port, files_port=args.files_port,
-                  broker_port=args.port, **settings)  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with aws:
+    try:
+        aws = StandIn(args.state, control_port=args.control_port, files_port=args.files_port,
+                      broker_port=args.port, host=args.host, **settings).start()  # fmt: skip
+    except (PortInUse, ValueError) as err:
+        raise SystemExit(f"standin up: {err}") from None
+    try:
         info = aws.describe()
         print("local AWS IoT stand-in is up")
-        print(f"  MQTT endpoint   {info['endpoint']}:{info['mqtt_port']}  (mutual TLS, CN = thing name)")
+        print(f"  MQTT endpoint   {info['endpoint']}:{info['mqtt_port']}  (mutual TLS, CN = thing name;"
+              f" listening on {', '.join(info['listen'])})")  # fmt: skip
         print(f"  control plane   {info['control_url']}  (aws --endpoint-url / boto3 endpoint_url)")
         print(f"  files (S3)      {info['files_url']}  serving {info['files_folder']}")
         print(f"  certificates    {info['certificates']}  (CA: {info['ca']})")
-        print(f"  state           {info['state']}")
+        print(f"  state           {info['state']}  (ports kept for the next up; {args.state}/standin.json)")
         print("Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
             if aws.service is None or aws.service.poll() is not None:
                 print("the Jobs service stopped; restarting it", file=sys.stderr)
                 aws.start_service()
+    finally:
+        aws.stop()
     print("stopped")
     return 0
 
@@ -191,9 +198,16 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("up", cmd_up, "bring the stand-in up until Ctrl-C")
-    p.add_argument("--port", type=int, default=0, help="MQTT port (default: a free one)")
-    p.add_argument("--control-port", type=int, default=0)
-    p.add_argument("--files-port", type=int, default=0)
+    kept = "default: the one the last up used in --state, else a free one; 0: a new free one"
+    p.add_argument("--port", type=int, help=f"MQTT port ({kept})")
+    p.add_argument("--control-port", type=int, help=f"control-plane port ({kept})")
+    p.add_argument("--files-port", type=int, help=f"files port ({kept})")
+    p.add_argument(
+        "--host",
+        help="also listen on this address of the machine (or a name for it) for MQTT and files, with it "
+        "in the server certificate and as the endpoint: for a chip on your network (kept for the "
+        "next up; --host localhost: loopback only again)",
+    )
     p.add_argument("--minute-seconds", type=float, help="fast clock: real seconds per timer minute")
     p = command("service", cmd_service, "the Jobs service process (started by up)")
     p.add_argument("--port", type=int, required=True)

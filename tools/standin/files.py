@@ -122,29 +122,41 @@ def _parse_range(spec: str, size: int):
 
 
 class FileServer:
-    """The HTTPS server in a thread; `url` is its base address."""
+    """The HTTPS server in a thread per listening address (one port); `url` is its base address."""
 
-    def __init__(self, folder: Path, store: Store, cert: Path, key: Path, port: int = 0):
+    def __init__(self, folder: Path, store: Store, cert: Path, key: Path, port: int = 0,
+                 addresses=("127.0.0.1",), host: str = "localhost"):  # fmt: skip
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.httpd.daemon_threads = True
+        self.host = host
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
-        self.httpd.socket = context.wrap_socket(
-            self.httpd.socket, server_side=True, do_handshake_on_connect=False
-        )
-        self.httpd.folder = self.folder
-        self.httpd.store = store
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.servers: list = []
+        try:
+            for address in addresses:
+                httpd = ThreadingHTTPServer((address, port), _Handler)
+                port = httpd.server_address[1]  # the others listen on the first one's port
+                self.servers.append(httpd)
+                httpd.daemon_threads = True
+                httpd.socket = context.wrap_socket(
+                    httpd.socket, server_side=True, do_handshake_on_connect=False
+                )
+                httpd.folder = self.folder
+                httpd.store = store
+        except BaseException:
+            self.stop()
+            raise
+        self.port = port
+        for httpd in self.servers:
+            threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for httpd in self.servers:
+            httpd.shutdown()
+            httpd.server_close()
+        self.servers = []

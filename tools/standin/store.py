@@ -63,7 +63,13 @@ DEFAULTS = {
     "internal_error_rate": 0.0,  # probability of InternalError per request
     "duplicate_responses": False,  # every response and notification is published twice
     "response_delay": 0.0,  # seconds before a response is published
-    # host name put in presigned URLs (the server certificate covers localhost and 127.0.0.1)
+    # where the stand-in listens, kept so the next `up` reuses them (a provisioned device keeps
+    # working): ports (0: a free one at the next start) and the extra address, besides loopback,
+    # that a chip on the local network dials ("": loopback only)
+    "mqtt_port": 0,
+    "control_port": 0,
+    "host": "",
+    # host name put in presigned URLs (the endpoint: the server certificate covers it)
     "files_host": "localhost",
     "files_port": 0,
     "files_folder": "",
