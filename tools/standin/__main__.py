@@ -6,6 +6,7 @@
     cancel-job JOB [--force]            cancel-execution JOB THING [--force]
     describe-job JOB                    describe-execution JOB THING
     list-executions [--job J] [--thing T]   get-document JOB     delete-job JOB [--force]
+    list-jobs [--status S]              list-things
     watch                               live table: job, thing, status, statusDetails, elapsed
     settings [key=value ...]            fast clock, section-14 choices, fault injection
 
@@ -250,6 +251,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--job")
     p.add_argument("--thing")
     p.add_argument("--status")
+    p = command("list-jobs", cmd_api(lambda e, a: e.list_jobs(a.status, a.target_selection, a.thing_group)),
+                "list jobs, newest first")  # fmt: skip
+    p.add_argument("--status", choices=("IN_PROGRESS", "CANCELED", "COMPLETED"))
+    p.add_argument("--target-selection", choices=("SNAPSHOT", "CONTINUOUS"))
+    p.add_argument("--thing-group", help="only jobs targeting this thing group")
+    p = command("list-things", cmd_api(lambda e, a: e.list_things()), "list things")
     p = command("get-document", cmd_api(lambda e, a: e.get_job_document(a.job)), "a job's document")
     p.add_argument("job")
     p = command("delete-job", cmd_api(lambda e, a: e.delete_job(a.job, a.force)), "delete a job")

@@ -26,6 +26,8 @@ from tools.standin.core import (
 )
 from tools.standin.store import now
 
+_TARGET = re.compile(r"arn:aws:iot:([a-z0-9-]+):(\d{12}):(thing|thinggroup)/(.+)")
+
 
 class ControlApi(JobState):
     """The `iot` operations on things, groups, jobs and executions."""
@@ -73,10 +75,18 @@ class ControlApi(JobState):
         )
 
     def list_things(self) -> dict:
-        rows = self.store.read().execute("SELECT name FROM things ORDER BY name").fetchall()
+        rows = self.store.read().execute("SELECT * FROM things ORDER BY name").fetchall()
         return {
             "things": [
-                {"thingName": r["name"], "thingArn": self.arn("thing", r["name"]), "attributes": {}}
+                prune(
+                    {
+                        "thingName": r["name"],
+                        "thingTypeName": r["type_name"],
+                        "thingArn": self.arn("thing", r["name"]),
+                        "attributes": json.loads(r["attributes"]),
+                        "version": r["version"],
+                    }
+                )
                 for r in rows
             ]
         }
@@ -169,11 +179,19 @@ class ControlApi(JobState):
         if not isinstance(targets, list) or not targets:
             raise ApiError("InvalidRequestException", "targets must list at least one ARN")
         things: list = []
+        region, account = self.settings["region"], self.settings["account"]
         for arn in targets:
-            match = re.fullmatch(r"arn:aws:iot:[a-z0-9-]+:\d{12}:(thing|thinggroup)/(.+)", str(arn))
+            match = _TARGET.fullmatch(str(arn))
             if not match:
                 raise ApiError("InvalidRequestException", f"target {arn!r} is not a thing or thing-group ARN")
-            kind, name = match.groups()
+            arn_region, arn_account, kind, name = match.groups()
+            if (arn_region, arn_account) != (region, account):
+                # AWS resolves targets in the caller's own account and region only
+                raise ApiError(
+                    "InvalidRequestException",
+                    f"target {arn} is in region {arn_region}, account {arn_account}; this endpoint "
+                    f"serves region {region}, account {account}",
+                )
             if kind == "thing":
                 if not db.execute("SELECT 1 FROM things WHERE name = ?", (name,)).fetchone():
                     raise ApiError("ResourceNotFoundException", f"Thing {name} cannot be found.", 404)
