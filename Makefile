@@ -20,6 +20,7 @@ help:
 	@echo "make build      compile every device module to .mpy under build/mpy"
 	@echo "make lint       ruff on host tools and tests"
 	@echo "make typecheck  check device code against the ESP32 port's API (pyright + stubs)"
+	@echo "make status     things, connections, last telemetry, jobs and executions, live (STATUS_ARGS=--aws for AWS)"
 	@echo "make clean      remove build outputs (keeps the virtualenv)"
 
 setup: $(SETUP_STAMPS)
@@ -82,6 +83,11 @@ standin: setup
 
 loadtest: setup
 	$(PYTHON) -m tools.standin.loadtest $(LOADTEST_ARGS)
+
+# the fleet's status: the stand-in of build/standin by default; STATUS_ARGS="--aws" for AWS IoT
+.PHONY: status
+status: $(VENV)/.requirements
+	$(PYTHON) -m tools.status $(or $(STATUS_ARGS),--standin build/standin)
 
 # ---- Device tooling (docs/tooling.md): provision, deploy, flash, and a virtual board ----
 .PHONY: provision deploy flash vboard

@@ -61,6 +61,7 @@ def cmd_up(args) -> int:
         print(f"  MQTT endpoint   {info['endpoint']}:{info['mqtt_port']}  (mutual TLS, CN = thing name;"
               f" listening on {', '.join(info['listen'])})")  # fmt: skip
         print(f"  control plane   {info['control_url']}  (aws --endpoint-url / boto3 endpoint_url)")
+        print(f"  fleet page      {info['fleet_url']}  (devices, jobs, executions, live)")
         print(f"  files (S3)      {info['files_url']}  serving {info['files_folder']}")
         print(f"  certificates    {info['certificates']}  (CA: {info['ca']})")
         print(f"  state           {info['state']}  (ports kept for the next up; {args.state}/standin.json)")

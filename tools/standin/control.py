@@ -13,7 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tools.standin import templates
+from tools.standin import fleet, retained, templates
 from tools.standin.core import ApiError, Rejected
 from tools.standin.engine import Engine
 
@@ -65,6 +65,8 @@ class ControlPlane:
         try:
             if service == "iot-jobs-data":
                 return self._data_plane(method, parts, query, body)
+            if service == "iotdata":
+                return self._iot_data(method, parts, query)
             return self._iot(method, parts, query, body)
         except (AttributeError, TypeError, ValueError, KeyError) as err:
             # a field of the wrong shape (e.g. a string where AWS expects a map): AWS's answer
@@ -114,6 +116,8 @@ class ControlPlane:
                 return e.create_thing(thing, body)
             if method == "GET" and len(parts) == 2:
                 return e.describe_thing(thing)
+            if method == "POST" and parts[2:] == ["connectivity-data"]:
+                return e.get_thing_connectivity_data(thing)
             if method == "GET" and parts[2:] == ["jobs"]:
                 found = e.list_executions_for_thing(thing, _one(query, "status"), _one(query, "jobId"))
                 return _page(found["executionSummaries"], "executionSummaries", query)
@@ -135,6 +139,8 @@ class ControlPlane:
 
     def _extension(self, method, parts, query, body):
         """Stand-in only (not AWS): settings and faults, and things with their certificates."""
+        if parts == ["fleet"] and method == "GET":
+            return fleet.snapshot(self.engine)
         if parts == ["settings"] and method == "GET":
             return self.engine.store.settings()
         if parts == ["settings"] and method == "PUT":
@@ -163,6 +169,16 @@ class ControlPlane:
         raise ApiError(
             "UnknownOperationException", f"{method} /standin/{'/'.join(parts)} is not served here", 404
         )
+
+    def _iot_data(self, method, parts, query):
+        """`iot-data` (signed for `iotdata`): the retained-message API."""
+        if method == "GET" and parts == ["retainedMessage"]:
+            return retained.list_retained(
+                self.engine.store, _one(query, "nextToken"), _one(query, "maxResults")
+            )
+        if method == "GET" and len(parts) >= 2 and parts[0] == "retainedMessage":
+            return retained.get_retained(self.engine.store, "/".join(parts[1:]))
+        raise ApiError("UnknownOperationException", f"{method} /{'/'.join(parts)} is not served here", 404)
 
     def _data_plane(self, method, parts, query, body):
         """The HTTPS Jobs data plane, through the same engine as MQTT (jobDocument as a string)."""
@@ -216,8 +232,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _page(self) -> None:
+        data = fleet.PAGE.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _events(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def write(data: bytes) -> None:
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        fleet.events(self.server.plane.engine, write, self.server.stopping)
+
     def _serve(self) -> None:
         url = urlsplit(self.path)
+        if self.command == "GET" and url.path in ("/fleet", "/fleet/"):
+            return self._page()
+        if self.command == "GET" and url.path == "/standin/fleet/events":
+            return self._events()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         scope = _SCOPE.search(self.headers.get("Authorization", ""))
@@ -249,6 +292,7 @@ class ControlServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.plane = ControlPlane(engine, endpoint, issue)
+        self.httpd.stopping = threading.Event()  # ends the fleet page's event streams
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -257,6 +301,11 @@ class ControlServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def fleet_url(self) -> str:
+        return f"{self.url}/fleet"
+
     def stop(self) -> None:
+        self.httpd.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()

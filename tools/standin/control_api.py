@@ -91,6 +91,26 @@ class ControlApi(JobState):
             ]
         }
 
+    def get_thing_connectivity_data(self, name: str) -> dict:
+        """GetThingConnectivityData from the broker's connection log (`presence.py`)."""
+        db = self.store.read()
+        if not db.execute("SELECT 1 FROM things WHERE name = ?", (name,)).fetchone():
+            raise ApiError("ResourceNotFoundException", f"Thing {name} cannot be found.", 404)
+        row = db.execute("SELECT * FROM connectivity WHERE thing = ?", (name,)).fetchone()
+        if row is None:
+            return {"thingName": name, "connected": False}  # never connected: no session details
+        return prune(
+            {
+                "thingName": name,
+                "connected": bool(row["connected"]),
+                "timestamp": row["stamp"],
+                "disconnectReason": None if row["connected"] else row["reason"],
+                "clientId": row["client_id"],
+                "keepAliveDuration": row["keepalive"],
+                "cleanSession": bool(row["clean_session"]),
+            }
+        )
+
     def create_thing_group(self, name: str, body: dict | None = None) -> dict:
         if not THING_NAME.match(name or ""):
             raise ApiError("InvalidRequestException", f"thingGroupName {name!r} is not valid")

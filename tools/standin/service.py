@@ -23,6 +23,8 @@ import paho.mqtt.client as mqtt
 
 from tools.broker import SERVICE_IDENTITY
 from tools.standin.device_api import DeviceApi, classify
+from tools.standin.presence import Presence
+from tools.standin.retained import RetainedWatch
 from tools.standin.store import Store
 
 REQUESTS = "$aws/things/+/jobs/#"
@@ -63,6 +65,16 @@ class JobsService:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_publish = lambda client, userdata, mid, reason, properties: self._acks.append(mid)
+        # beside the Jobs topics: who is connected (the broker's log) and the retained messages
+        self.presence = Presence(self.store, self.folder / "broker" / "mosquitto.log")
+        self.retained = RetainedWatch(
+            self.store,
+            port,
+            pki / "ca.cert.pem",
+            pki / f"{SERVICE_IDENTITY}.cert.pem",
+            pki / f"{SERVICE_IDENTITY}.key.pem",
+            client_id=f"{SERVICE_IDENTITY}-retained",
+        )
 
     # ----- MQTT callbacks -----------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
@@ -146,7 +158,7 @@ class JobsService:
             self.engine.ack_outbox(acked)
 
     def _tick(self) -> None:
-        last_settings = last_expire = 0.0
+        last_settings = last_expire = last_presence = 0.0
         while not self._stopping.is_set():
             moment = time.monotonic()
             try:
@@ -157,6 +169,9 @@ class JobsService:
                     self._publish(self.engine.expire())
                     last_expire = moment
                 self._pump_outbox()
+                if moment - last_presence > 0.1:
+                    self.presence.poll()
+                    last_presence = moment
                 with self._lock:
                     due = []
                     while self._delayed and self._delayed[0][0] <= moment:
@@ -174,9 +189,11 @@ class JobsService:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         self.client.connect_async("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
+        self.retained.start()
         try:
             self._tick()
         finally:
+            self.retained.stop()
             self.client.disconnect()
             self.client.loop_stop()
 

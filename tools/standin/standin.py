@@ -163,6 +163,7 @@ class StandIn:
             "mqtt_port": self.broker.port,
             "listen": list(self.addresses),
             "control_url": self.control_url,
+            "fleet_url": self.control.fleet_url if self.control else None,
             "files_url": self.files_url,
             "files_folder": str(self.files),
             "certificates": str(pki),

@@ -35,6 +35,10 @@ CREATE INDEX IF NOT EXISTS executions_by_deadline ON executions (status, step_de
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload TEXT);
 CREATE TABLE IF NOT EXISTS presigned (token TEXT PRIMARY KEY, path TEXT, expires REAL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER, modified REAL);
+CREATE TABLE IF NOT EXISTS connectivity (
+    thing TEXT PRIMARY KEY, client_id TEXT, connected INTEGER, stamp REAL, reason TEXT,
+    source_ip TEXT, source_port INTEGER, keepalive INTEGER, clean_session INTEGER);
 """
 
 # The ambiguities of the reference's section 14 and the fault-injection knobs, with defaults.
