@@ -9,7 +9,7 @@ export MICROPYTHON
 BOOTSTRAP_PYTHON ?= python3
 PYTEST_ARGS ?=
 
-SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto
+SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto build/.chromium
 
 .PHONY: help setup run test lint format typecheck build clean
 
@@ -52,6 +52,18 @@ build/.mosquitto:
 	  fi; \
 	fi
 	@touch $@
+
+# Debian's chromium, for the fleet page's browser test (driven by playwright; no browser download)
+build/.chromium:
+	@mkdir -p build
+	@if test -x /usr/bin/chromium; then touch $@; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (the fleet page's browser test)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	    && touch $@ || { echo "installing chromium failed"; exit 1; }; \
+	else \
+	  echo "the fleet page's browser test needs chromium: run  sudo apt-get install -y chromium  (skipped until then)"; \
+	fi
 
 test: setup lint typecheck
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
