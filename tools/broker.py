@@ -91,9 +91,10 @@ class Broker:
     folder: Path
     port: int = 0
     # addresses to listen on (loopback first: the service and local tools use it) and the
-    # names the server certificate must cover (devices verify the host name they dial)
+    # names the server certificate must cover (devices verify the host name they dial; None:
+    # the certificate already in the folder is used as it is, or one for localhost is made)
     addresses: tuple = ("127.0.0.1",)
-    server_names: tuple = certs.LOCAL_NAMES
+    server_names: tuple | None = None
     ca: certs.Identity | None = None
     server: certs.Identity | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
@@ -110,10 +111,11 @@ class Broker:
         else:
             self.ca = certs.make_ca(pki)
         server = certs.load(pki, "server")
-        if server.cert_pem.exists() and set(self.server_names) <= certs.server_names(server.cert_pem):
+        wanted = set(self.server_names or ())
+        if server.cert_pem.exists() and wanted <= certs.server_names(server.cert_pem):
             self.server = server
         else:  # new, or a new address to cover: same CA, so devices keep trusting it
-            self.server = certs.make_server(self.ca, pki, hosts=self.server_names)
+            self.server = certs.make_server(self.ca, pki, hosts=self.server_names or certs.LOCAL_NAMES)
         if not certs.load(pki, SERVICE_IDENTITY).cert_pem.exists():
             certs.make_device(self.ca, pki, SERVICE_IDENTITY, kind="ec")
 
