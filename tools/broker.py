@@ -1,7 +1,7 @@
 """mosquitto with mutual TLS and per-thing ACLs that mirror an AWS IoT policy.
 
 The certificate's CN is the MQTT identity. A thing may publish and subscribe only under
-`$aws/things/<its name>/jobs/...` and publish to `logi2/device/<its name>`; the service
+`$aws/things/<its name>/jobs/...` and `.../streams/...` and publish to `logi2/device/<its name>`; the service
 identity sees everything.
 """
 
@@ -23,8 +23,9 @@ user {service}
 topic readwrite $aws/things/#
 topic readwrite logi2/#
 
-# every thing: its own jobs topics and its telemetry topic (%u = certificate CN)
+# every thing: its own jobs and stream topics and its telemetry topic (%u = certificate CN)
 pattern readwrite $aws/things/%u/jobs/#
+pattern readwrite $aws/things/%u/streams/#
 pattern write logi2/device/%u
 """
 

@@ -126,6 +126,32 @@ class ControlPlane:
                 return e.describe_job_execution(parts[3], thing, int(number) if number else None)
             if len(parts) == 5 and parts[2] == "jobs" and parts[4] == "cancel" and method == "PUT":
                 return e.cancel_job_execution(parts[3], thing, body, _flag(query, "force"))
+        if parts[:1] == ["streams"]:
+            if method == "GET" and len(parts) == 1:
+                ascending = _flag(query, "isAscendingOrder")
+                return e.list_streams(_one(query, "maxResults"), _one(query, "nextToken"), ascending)
+            stream = parts[1] if len(parts) == 2 else ""
+            if method == "POST" and stream:
+                return e.create_stream(stream, body)
+            if method == "GET" and stream:
+                return e.describe_stream(stream)
+            if method == "PUT" and stream:
+                return e.update_stream(stream, body)
+            if method == "DELETE" and stream:
+                return e.delete_stream(stream)
+        if parts[:1] == ["otaUpdates"]:
+            if method == "GET" and len(parts) == 1:
+                return e.list_ota_updates(_one(query, "otaUpdateStatus"), _one(query, "maxResults"),
+                                          _one(query, "nextToken"))  # fmt: skip
+            update = parts[1] if len(parts) == 2 else ""
+            if method == "POST" and update:
+                return e.create_ota_update(update, body)
+            if method == "GET" and update:
+                return e.get_ota_update(update)
+            if method == "DELETE" and update:
+                return e.delete_ota_update(
+                    update, _flag(query, "deleteStream"), _flag(query, "forceDeleteAWSJob")
+                )
         if parts[:1] == ["thing-groups"] and len(parts) == 2:
             if method == "PUT" and parts[1] == "addThingToThingGroup":
                 return e.add_thing_to_group(body)

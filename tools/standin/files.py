@@ -5,6 +5,7 @@ Jobs service issued for that key and that has not expired (as a presigned URL), 
 a byte range (`Range: bytes=a-b`, `a-`, `-n`), answered with 206 and Content-Range.
 """
 
+import hashlib
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,13 +20,26 @@ def _within(folder: Path, key: str) -> Path | None:
     return path if folder.resolve() in path.parents and path.is_file() else None
 
 
-def read_text(settings: dict, key: str) -> str:
-    """A file of the files folder as text (for CreateJob's documentSource)."""
-    folder = Path(settings["files_folder"])
-    path = _within(folder, key)
+def locate(settings: dict, key: str) -> Path:
+    """The file of the files folder an S3 key names (the bucket is not kept); FileNotFoundError."""
+    path = _within(Path(settings["files_folder"]), key)
     if path is None:
         raise FileNotFoundError(key)
-    return path.read_text()
+    return path
+
+
+def file_digest(path: Path, algorithm: str) -> bytes:
+    """The `hashlib` digest of a whole file, read in pieces."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with Path(path).open("rb") as src:
+        while chunk := src.read(65536):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def read_text(settings: dict, key: str) -> str:
+    """A file of the files folder as text (for CreateJob's documentSource)."""
+    return locate(settings, key).read_text()
 
 
 def _error(code: str, message: str) -> bytes:

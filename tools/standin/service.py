@@ -26,8 +26,10 @@ from tools.standin.device_api import DeviceApi, classify
 from tools.standin.presence import Presence
 from tools.standin.retained import RetainedWatch
 from tools.standin.store import Store
+from tools.standin.streams import StreamApi
 
 REQUESTS = "$aws/things/+/jobs/#"
+STREAMS = "$aws/things/+/streams/#"
 _TICK = 0.02
 
 
@@ -37,6 +39,7 @@ class JobsService:
         self.port = port
         self.store = Store(self.folder / "state.sqlite")
         self.engine = DeviceApi(self.store)
+        self.streams = StreamApi(self.store)
         self.requests = 0
         self.random = random.Random()
         self._delayed: list = []
@@ -83,7 +86,7 @@ class JobsService:
             return
         # answers are small: with Nagle each waits for the broker's delayed ACK (~40 ms)
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(REQUESTS, qos=1)
+        client.subscribe([(REQUESTS, 1), (STREAMS, 1)])
 
     def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
         ready = self.folder / "service.ready"
@@ -100,7 +103,7 @@ class JobsService:
     def _answer(self, topic: str, payload: bytes) -> list:
         route = classify(topic)
         if route is None:
-            return []
+            return self.streams.handle(topic, payload, self.engine.settings)
         # read per request (one small SELECT): a fault set over the control plane applies to the
         # very next request, so a test need not wait for the ticker's periodic refresh
         settings = self.engine.refresh_settings()

@@ -35,6 +35,12 @@ CREATE INDEX IF NOT EXISTS executions_by_deadline ON executions (status, step_de
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload TEXT);
 CREATE TABLE IF NOT EXISTS presigned (token TEXT PRIMARY KEY, path TEXT, expires REAL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id TEXT PRIMARY KEY, version INTEGER, description TEXT, files TEXT, role_arn TEXT,
+    created REAL, updated REAL);
+CREATE TABLE IF NOT EXISTS ota_updates (
+    ota_id TEXT PRIMARY KEY, body TEXT, status TEXT, job_id TEXT, stream_id TEXT, made_stream INTEGER,
+    error TEXT, created REAL, updated REAL);
 CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER, modified REAL);
 CREATE TABLE IF NOT EXISTS connectivity (
     thing TEXT PRIMARY KEY, client_id TEXT, connected INTEGER, stamp REAL, reason TEXT,
