@@ -510,3 +510,38 @@ def test_a_thing_reaches_only_its_own_stream_topics(aws, iot, thing):
         assert spy.messages.empty()
     finally:
         spy.close()
+
+
+def test_cli_signs_with_the_local_profile(aws):
+    _file(aws, "fw/cli-signed.bin", 1234)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.standin",
+            "sign",
+            str(aws.files / "fw/cli-signed.bin"),
+            "--state",
+            str(aws.folder),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    signed = json.loads(out.stdout)
+    assert signed["profile"] == signing.PROFILE
+    facts = json.loads((aws.folder / "standin.json").read_text())
+    assert signed["certificate"] == facts["code_signing_cert"]
+    assert signing.verify(
+        Path(facts["code_signing_cert"]), aws.files / "fw/cli-signed.bin", signed["signature"]
+    )
+    missing = subprocess.run(
+        [sys.executable, "-m", "tools.standin", "sign", "/no/such/file", "--state", str(aws.folder)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and "is not a file" in missing.stderr and "Traceback" not in missing.stderr

@@ -7,6 +7,7 @@
     describe-job JOB                    describe-execution JOB THING
     list-executions [--job J] [--thing T]   get-document JOB     delete-job JOB [--force]
     list-jobs [--status S]              list-things
+    sign FILE                           sig-sha256-ecdsa of FILE by the local code-signing profile
     watch                               live table: job, thing, status, statusDetails, elapsed
     settings [key=value ...]            fast clock, section-14 choices, fault injection
 
@@ -22,20 +23,20 @@ import threading
 import time
 from pathlib import Path
 
-from tools.standin.control_api import ControlApi
 from tools.standin.core import ApiError
+from tools.standin.ota_api import OtaApi
 from tools.standin.store import DEFAULTS, Store
 
 DEFAULT_STATE = "build/standin"
 
 
-def _engine(args) -> ControlApi:
+def _engine(args) -> OtaApi:
     state = Path(args.state) / "state.sqlite"
     if not state.exists():
         raise SystemExit(
             f"no stand-in state in {args.state}: run `python -m tools.standin up --state {args.state}` first"
         )
-    return ControlApi(Store(state))
+    return OtaApi(Store(state))
 
 
 def _print(obj) -> None:
@@ -140,6 +141,18 @@ def cmd_create_job(args) -> int:
     if args.description:
         body["description"] = args.description
     _print(engine.create_job(args.job, body))
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from tools.standin.signing import PROFILE
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"sign: {args.file} is not a file")
+    signer = _engine(args).signer()
+    _print({"profile": PROFILE, "file": str(path), "signature": signer.sign(path),
+            "certificate": str(signer.cert_pem)})  # fmt: skip
     return 0
 
 
@@ -263,6 +276,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("delete-job", cmd_api(lambda e, a: e.delete_job(a.job, a.force)), "delete a job")
     p.add_argument("job")
     p.add_argument("--force", action="store_true")
+    p = command("sign", cmd_sign, "sign a file with the local code-signing profile (base64 DER ECDSA P-256)")
+    p.add_argument("file")
     p = command("watch", cmd_watch, "live table of executions")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--once", action="store_true", help="print the table once and exit")

@@ -34,6 +34,9 @@ class LocalSigner:
 
     @property
     def cert_pem(self) -> Path:
+        """The profile's certificate (PEM); the key and it are made on first use."""
+        if not (self.folder / _KEY).exists():
+            self._make()
         return self.folder / _CERT
 
     def _key(self):

@@ -169,6 +169,7 @@ class StandIn:
             "certificates": str(pki),
             "ca": str(self.broker.ca.cert_pem),
             "ca_der": str(self.broker.ca.cert_der),
+            "code_signing_cert": str(self.engine.signer().cert_pem),
             "region": self.engine.settings["region"],
             "account": self.engine.settings["account"],
             "state": str(self.store.path),
