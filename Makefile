@@ -9,7 +9,7 @@ export MICROPYTHON
 BOOTSTRAP_PYTHON ?= python3
 PYTEST_ARGS ?=
 
-SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto
+SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto build/.chromium
 
 .PHONY: help setup run test lint format typecheck build clean
 
@@ -20,6 +20,7 @@ help:
 	@echo "make build      compile every device module to .mpy under build/mpy"
 	@echo "make lint       ruff on host tools and tests"
 	@echo "make typecheck  check device code against the ESP32 port's API (pyright + stubs)"
+	@echo "make status     things, connections, last telemetry, jobs and executions, live (STATUS_ARGS=--aws for AWS)"
 	@echo "make clean      remove build outputs (keeps the virtualenv)"
 
 setup: $(SETUP_STAMPS)
@@ -52,6 +53,18 @@ build/.mosquitto:
 	fi
 	@touch $@
 
+# Debian's chromium, for the fleet page's browser test (driven by playwright; no browser download)
+build/.chromium:
+	@mkdir -p build
+	@if test -x /usr/bin/chromium; then touch $@; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (the fleet page's browser test)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	    && touch $@ || { echo "installing chromium failed"; exit 1; }; \
+	else \
+	  echo "the fleet page's browser test needs chromium: run  sudo apt-get install -y chromium  (skipped until then)"; \
+	fi
+
 test: setup lint typecheck
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
@@ -82,6 +95,11 @@ standin: setup
 
 loadtest: setup
 	$(PYTHON) -m tools.standin.loadtest $(LOADTEST_ARGS)
+
+# the fleet's status: the stand-in of build/standin by default; STATUS_ARGS="--aws" for AWS IoT
+.PHONY: status
+status: $(VENV)/.requirements
+	$(PYTHON) -m tools.status $(or $(STATUS_ARGS),--standin build/standin)
 
 # ---- Device tooling (docs/tooling.md): provision, deploy, flash, and a virtual board ----
 .PHONY: provision deploy flash vboard

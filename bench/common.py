@@ -173,7 +173,7 @@ def check_service(aws) -> None:
 
 def cancel_pending(aws, thing: str) -> None:
     """Cancel what a failed run left queued or in progress for `thing`, so the next run starts clean."""
-    from tools.standin.engine import TERMINAL
+    from tools.standin.core import TERMINAL
 
     for summary in aws.engine.list_executions_for_thing(thing)["executionSummaries"]:
         if summary["jobExecutionSummary"]["status"] not in TERMINAL:
@@ -182,7 +182,7 @@ def cancel_pending(aws, thing: str) -> None:
 
 def wait_all_terminal(aws, job_ids, thing: str, timeout: float, alive=None) -> dict:
     """Wait until every execution is terminal (in order, so polling the last is enough first)."""
-    from tools.standin.engine import TERMINAL
+    from tools.standin.core import TERMINAL
 
     deadline = time.monotonic() + timeout
     while True:

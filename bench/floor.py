@@ -107,7 +107,7 @@ def service_processing(jobs: int = 200, profile: bool = False) -> tuple:
         engine = Engine(store)
         thing = "bench-svc"
         engine.create_thing(thing)
-        arn = engine._arn("thing", thing)
+        arn = engine.arn("thing", thing)
         for i in range(jobs):
             doc = json.dumps({"operation": "gpio.write", "pin": "LED", "value": i % 2})
             engine.create_job(f"svc-{i}", {"targets": [arn], "document": doc})

@@ -1,7 +1,7 @@
 """mosquitto with mutual TLS and per-thing ACLs that mirror an AWS IoT policy.
 
 The certificate's CN is the MQTT identity. A thing may publish and subscribe only under
-`$aws/things/<its name>/jobs/...` and publish to `logi2/device/<its name>`; the service
+`$aws/things/<its name>/jobs/...` and `.../streams/...` and publish to `logi2/device/<its name>`; the service
 identity sees everything.
 """
 
@@ -23,8 +23,9 @@ user {service}
 topic readwrite $aws/things/#
 topic readwrite logi2/#
 
-# every thing: its own jobs topics and its telemetry topic (%u = certificate CN)
+# every thing: its own jobs and stream topics and its telemetry topic (%u = certificate CN)
 pattern readwrite $aws/things/%u/jobs/#
+pattern readwrite $aws/things/%u/streams/#
 pattern write logi2/device/%u
 """
 
@@ -38,13 +39,6 @@ log_type warning
 log_type notice
 log_type information
 connection_messages true
-listener {port} 127.0.0.1
-cafile {ca}
-certfile {cert}
-keyfile {key}
-require_certificate true
-use_identity_as_username true
-tls_version tlsv1.2
 acl_file {acl}
 allow_anonymous false
 max_packet_size 262144
@@ -52,11 +46,34 @@ max_queued_messages 100000
 set_tcp_nodelay true
 """
 
+# one per listening address (the TLS options belong to the listener above them)
+_LISTENER = """\
+listener {port} {address}
+cafile {ca}
+certfile {cert}
+keyfile {key}
+require_certificate true
+use_identity_as_username true
+tls_version tlsv1.2
+"""
 
-def free_port() -> int:
+
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(port: int, addresses=("127.0.0.1",)) -> str | None:
+    """The first address where `port` cannot be bound (something listens there), else None."""
+    for address in addresses:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port))
+            except OSError:
+                return address
+    return None
 
 
 def mosquitto_binary() -> str:
@@ -70,10 +87,15 @@ def mosquitto_binary() -> str:
 
 @dataclass
 class Broker:
-    """A mosquitto process on a loopback port, with its state folder."""
+    """A mosquitto process on a port of loopback (and of `addresses`), with its state folder."""
 
     folder: Path
     port: int = 0
+    # addresses to listen on (loopback first: the service and local tools use it) and the
+    # names the server certificate must cover (devices verify the host name they dial; None:
+    # the certificate already in the folder is used as it is, or one for localhost is made)
+    addresses: tuple = ("127.0.0.1",)
+    server_names: tuple | None = None
     ca: certs.Identity | None = None
     server: certs.Identity | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
@@ -85,11 +107,16 @@ class Broker:
     def prepare(self) -> None:
         """Generate the CA and server certificate once; reuse them after."""
         pki = self.folder / "pki"
-        if (pki / "ca.cert.pem").exists() and (pki / "server.cert.pem").exists():
-            self.ca, self.server = certs.load(pki, "ca"), certs.load(pki, "server")
+        if (pki / "ca.cert.pem").exists():
+            self.ca = certs.load(pki, "ca")
         else:
             self.ca = certs.make_ca(pki)
-            self.server = certs.make_server(self.ca, pki)
+        server = certs.load(pki, "server")
+        wanted = set(self.server_names or ())
+        if server.cert_pem.exists() and wanted <= certs.server_names(server.cert_pem):
+            self.server = server
+        else:  # new, or a new address to cover: same CA, so devices keep trusting it
+            self.server = certs.make_server(self.ca, pki, hosts=self.server_names or certs.LOCAL_NAMES)
         if not certs.load(pki, SERVICE_IDENTITY).cert_pem.exists():
             certs.make_device(self.ca, pki, SERVICE_IDENTITY, kind="ec")
 
@@ -107,16 +134,10 @@ class Broker:
         self.port = self.port or free_port()
         conf, acl = self.folder / "mosquitto.conf", self.folder / "acl"
         acl.write_text(_ACL.format(service=SERVICE_IDENTITY))
+        tls = {"ca": self.ca.cert_pem, "cert": self.server.cert_pem, "key": self.server.key_pem}
         conf.write_text(
-            _CONF.format(
-                user=getpass.getuser(),
-                log=self.log,
-                port=self.port,
-                ca=self.ca.cert_pem,
-                cert=self.server.cert_pem,
-                key=self.server.key_pem,
-                acl=acl,
-            )
+            _CONF.format(user=getpass.getuser(), log=self.log, acl=acl)
+            + "".join(_LISTENER.format(port=self.port, address=a, **tls) for a in self.addresses)
         )
         self.log.write_text("")
         self.process = subprocess.Popen(

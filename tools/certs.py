@@ -94,14 +94,37 @@ def make_ca(folder: Path, name: str = "ca", days: int = 3650) -> Identity:
     return _write(folder, name, builder.sign(key, hashes.SHA256()), key)
 
 
-def _issue(ca: Identity, folder: Path, name: str, common_name: str, kind: str, days: int, server: bool):
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def server_names(cert_pem: Path) -> set[str]:
+    """The host names and addresses a server certificate's subjectAltName covers."""
+    cert = x509.load_pem_x509_certificate(Path(cert_pem).read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(n) for n in names.get_values_for_type(x509.IPAddress)} | set(
+        names.get_values_for_type(x509.DNSName)
+    )
+
+
+def _issue(ca: Identity, folder: Path, name: str, common_name: str, kind: str, days: int, hosts=()):
+    """A leaf certificate; with `hosts` a server certificate whose subjectAltName lists them."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key_pem.read_bytes(), None)
     key = _new_key(kind)
     builder = _builder(common_name, ca_cert.subject, key.public_key(), days)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-    if server:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if hosts:
+        names = [_general_name(h) for h in dict.fromkeys(hosts)]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
     else:
@@ -110,11 +133,13 @@ def _issue(ca: Identity, folder: Path, name: str, common_name: str, kind: str, d
     return _write(folder, name, builder.sign(ca_key, hashes.SHA256()), key)
 
 
-def make_server(ca: Identity, folder: Path, name: str = "server", days: int = 825) -> Identity:
-    """A server certificate for localhost and 127.0.0.1, signed by `ca`."""
-    return _issue(ca, folder, name, "localhost", "ec", days, server=True)
+def make_server(
+    ca: Identity, folder: Path, name: str = "server", days: int = 825, hosts=LOCAL_NAMES
+) -> Identity:
+    """A server certificate for `hosts` (names or IP addresses), signed by `ca`."""
+    return _issue(ca, folder, name, "localhost", "ec", days, hosts=tuple(hosts) or LOCAL_NAMES)
 
 
 def make_device(ca: Identity, folder: Path, thing: str, kind: str = "rsa", days: int = 365) -> Identity:
     """A device certificate whose CN is the thing name (RSA 2048 as AWS issues, or EC P-256)."""
-    return _issue(ca, folder, thing, thing, kind, days, server=False)
+    return _issue(ca, folder, thing, thing, kind, days)

@@ -230,6 +230,8 @@ def keep_up(aws: StandIn, state: Path) -> None:
         f"""
 The stand-in and the simulated device stay up. Send your own jobs (Ctrl-C stops everything):
 
+  fleet page (devices, jobs, executions, live; create and cancel jobs): {aws.control.fleet_url}
+
   .venv/bin/python -m tools.standin create-job my-job-1 --state {state / "aws"} --thing {THING} \\
       --document '{{"operation": "gpio.write", "pin": "LED", "value": 0}}'
   .venv/bin/python -m tools.standin watch --state {state / "aws"}

@@ -147,6 +147,14 @@ def test_continuous_job_reaches_later_group_members(aws, iot):
          "InvalidRequestException"),
         ({"jobId": "ok-4", "document": "{}", "jobExecutionsRetryConfig": {"criteriaList": [
             {"failureType": "REJECTED", "numberOfRetries": 1}]}}, "InvalidRequestException"),
+        # a thing of the same name in another region or account is not this endpoint's
+        ({"jobId": "ok-5", "document": "{}", "targets": ["arn:aws:iot:eu-west-1:123456789012:thing/boto-3"]},
+         "InvalidRequestException"),
+        ({"jobId": "ok-6", "document": "{}", "targets": ["arn:aws:iot:us-east-1:999999999999:thing/boto-3"]},
+         "InvalidRequestException"),
+        ({"jobId": "ok-7", "document": "{}", "targets": [
+            "arn:aws:iot:us-east-1:123456789012:thing/boto-3",
+            "arn:aws:iot:us-west-2:123456789012:thinggroup/fleet-a"]}, "InvalidRequestException"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_aws_errors_not_stack_traces(aws, iot, kwargs, code):
@@ -155,7 +163,12 @@ def test_bad_requests_get_aws_errors_not_stack_traces(aws, iot, kwargs, code):
     with pytest.raises(ClientError) as err:
         iot.create_job(**kwargs)
     assert _code(err) == code
-    assert "Traceback" not in err.value.response["Error"]["Message"]
+    message = err.value.response["Error"]["Message"]
+    assert "Traceback" not in message
+    if kwargs["jobId"] in ("ok-5", "ok-6", "ok-7"):
+        assert "serves region us-east-1, account 123456789012" in message
+        with pytest.raises(ClientError):  # nothing was created
+            iot.describe_job(jobId=kwargs["jobId"])
 
 
 def test_data_plane_is_routed_by_the_signing_service(aws):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tools.standin import StandIn
+from tools.standin.core import ApiError
 from tools.standin.device import Device
-from tools.standin.engine import ApiError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 _NAMES = itertools.count(1)
@@ -192,6 +192,14 @@ def test_cli_operates_jobs(aws, dev):
     document = json.loads(_cli(aws, "get-document", job_id).stdout)["document"]
     assert json.loads(document) == {"operation": "cli"}
     assert json.loads(_cli(aws, "describe-job", job_id).stdout)["job"]["status"] == "COMPLETED"
+    jobs = json.loads(_cli(aws, "list-jobs", "--status", "COMPLETED").stdout)["jobs"]
+    assert job_id in [j["jobId"] for j in jobs] and all(j["status"] == "COMPLETED" for j in jobs)
+    assert job_id not in [
+        j["jobId"] for j in json.loads(_cli(aws, "list-jobs", "--status", "CANCELED").stdout)["jobs"]
+    ]
+    things = json.loads(_cli(aws, "list-things").stdout)["things"]
+    assert dev.name in [t["thingName"] for t in things]
+    assert next(t for t in things if t["thingName"] == dev.name)["thingArn"] == aws.arn("thing", dev.name)
 
 
 def test_cli_bad_arguments_say_what_is_wrong(aws, tmp_path):

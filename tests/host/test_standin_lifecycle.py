@@ -114,7 +114,7 @@ def test_cancel_job_leaves_in_progress_unless_forced(aws, dev):
     dev.request("start-next")
     aws.cancel_job(job_id)
     assert aws.describe_execution(job_id, dev.name)["status"] == "IN_PROGRESS"
-    from tools.standin.engine import ApiError
+    from tools.standin.core import ApiError
 
     with pytest.raises(ApiError) as err:
         aws.cancel_execution(job_id, dev.name)

@@ -1,11 +1,13 @@
 """`python -m tools.standin <command>`: bring the stand-in up, and operate its jobs.
 
-    up [--state DIR]                    broker + Jobs service + files + control plane, until Ctrl-C
+    up [--state DIR] [--host ADDR]      broker + Jobs service + files + control plane, until Ctrl-C
     create-thing NAME [--kind rsa|ec]   register a thing and issue its certificate
     create-job JOB --thing T [--group G] (--document JSON | --document-file F | --template NAME)
     cancel-job JOB [--force]            cancel-execution JOB THING [--force]
     describe-job JOB                    describe-execution JOB THING
     list-executions [--job J] [--thing T]   get-document JOB     delete-job JOB [--force]
+    list-jobs [--status S]              list-things
+    sign FILE                           sig-sha256-ecdsa of FILE by the local code-signing profile
     watch                               live table: job, thing, status, statusDetails, elapsed
     settings [key=value ...]            fast clock, section-14 choices, fault injection
 
@@ -21,19 +23,20 @@ import threading
 import time
 from pathlib import Path
 
-from tools.standin.engine import ApiError, Engine
+from tools.standin.core import ApiError
+from tools.standin.ota_api import OtaApi
 from tools.standin.store import DEFAULTS, Store
 
 DEFAULT_STATE = "build/standin"
 
 
-def _engine(args) -> Engine:
+def _engine(args) -> OtaApi:
     state = Path(args.state) / "state.sqlite"
     if not state.exists():
         raise SystemExit(
             f"no stand-in state in {args.state}: run `python -m tools.standin up --state {args.state}` first"
         )
-    return Engine(Store(state))
+    return OtaApi(Store(state))
 
 
 def _print(obj) -> None:
@@ -42,26 +45,34 @@ def _print(obj) -> None:
 
 def cmd_up(args) -> int:
     from tools.standin import StandIn
+    from tools.standin.standin import PortInUse
 
     settings = {"minute_seconds": args.minute_seconds} if args.minute_seconds else {}
-    aws = StandIn(args.state, control_port=args.control_port, files_port=args.files_port,
-                  broker_port=args.port, **settings)  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with aws:
+    try:
+        aws = StandIn(args.state, control_port=args.control_port, files_port=args.files_port,
+                      broker_port=args.port, host=args.host, **settings).start()  # fmt: skip
+    except (PortInUse, ValueError) as err:
+        raise SystemExit(f"standin up: {err}") from None
+    try:
         info = aws.describe()
         print("local AWS IoT stand-in is up")
-        print(f"  MQTT endpoint   {info['endpoint']}:{info['mqtt_port']}  (mutual TLS, CN = thing name)")
+        print(f"  MQTT endpoint   {info['endpoint']}:{info['mqtt_port']}  (mutual TLS, CN = thing name;"
+              f" listening on {', '.join(info['listen'])})")  # fmt: skip
         print(f"  control plane   {info['control_url']}  (aws --endpoint-url / boto3 endpoint_url)")
+        print(f"  fleet page      {info['fleet_url']}  (devices, jobs, executions, live)")
         print(f"  files (S3)      {info['files_url']}  serving {info['files_folder']}")
         print(f"  certificates    {info['certificates']}  (CA: {info['ca']})")
-        print(f"  state           {info['state']}")
+        print(f"  state           {info['state']}  (ports kept for the next up; {args.state}/standin.json)")
         print("Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
             if aws.service is None or aws.service.poll() is not None:
                 print("the Jobs service stopped; restarting it", file=sys.stderr)
                 aws.start_service()
+    finally:
+        aws.stop()
     print("stopped")
     return 0
 
@@ -98,8 +109,8 @@ def _key_values(pairs, what: str) -> dict:
 def cmd_create_job(args) -> int:
     engine = _engine(args)
     body: dict = {
-        "targets": [engine._arn("thing", t) for t in args.thing or []]
-        + [engine._arn("thinggroup", g) for g in args.group or []],
+        "targets": [engine.arn("thing", t) for t in args.thing or []]
+        + [engine.arn("thinggroup", g) for g in args.group or []],
         "targetSelection": "CONTINUOUS" if args.continuous else "SNAPSHOT",
     }
     if args.document_file:
@@ -130,6 +141,18 @@ def cmd_create_job(args) -> int:
     if args.description:
         body["description"] = args.description
     _print(engine.create_job(args.job, body))
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from tools.standin.signing import PROFILE
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"sign: {args.file} is not a file")
+    signer = _engine(args).signer()
+    _print({"profile": PROFILE, "file": str(path), "signature": signer.sign(path),
+            "certificate": str(signer.cert_pem)})  # fmt: skip
     return 0
 
 
@@ -190,9 +213,16 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("up", cmd_up, "bring the stand-in up until Ctrl-C")
-    p.add_argument("--port", type=int, default=0, help="MQTT port (default: a free one)")
-    p.add_argument("--control-port", type=int, default=0)
-    p.add_argument("--files-port", type=int, default=0)
+    kept = "default: the one the last up used in --state, else a free one; 0: a new free one"
+    p.add_argument("--port", type=int, help=f"MQTT port ({kept})")
+    p.add_argument("--control-port", type=int, help=f"control-plane port ({kept})")
+    p.add_argument("--files-port", type=int, help=f"files port ({kept})")
+    p.add_argument(
+        "--host",
+        help="also listen on this address of the machine (or a name for it) for MQTT and files, with it "
+        "in the server certificate and as the endpoint: for a chip on your network (kept for the "
+        "next up; --host localhost: loopback only again)",
+    )
     p.add_argument("--minute-seconds", type=float, help="fast clock: real seconds per timer minute")
     p = command("service", cmd_service, "the Jobs service process (started by up)")
     p.add_argument("--port", type=int, required=True)
@@ -235,11 +265,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--job")
     p.add_argument("--thing")
     p.add_argument("--status")
+    p = command("list-jobs", cmd_api(lambda e, a: e.list_jobs(a.status, a.target_selection, a.thing_group)),
+                "list jobs, newest first")  # fmt: skip
+    p.add_argument("--status", choices=("IN_PROGRESS", "CANCELED", "COMPLETED"))
+    p.add_argument("--target-selection", choices=("SNAPSHOT", "CONTINUOUS"))
+    p.add_argument("--thing-group", help="only jobs targeting this thing group")
+    p = command("list-things", cmd_api(lambda e, a: e.list_things()), "list things")
     p = command("get-document", cmd_api(lambda e, a: e.get_job_document(a.job)), "a job's document")
     p.add_argument("job")
     p = command("delete-job", cmd_api(lambda e, a: e.delete_job(a.job, a.force)), "delete a job")
     p.add_argument("job")
     p.add_argument("--force", action="store_true")
+    p = command("sign", cmd_sign, "sign a file with the local code-signing profile (base64 DER ECDSA P-256)")
+    p.add_argument("file")
     p = command("watch", cmd_watch, "live table of executions")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--once", action="store_true", help="print the table once and exit")

@@ -1,7 +1,7 @@
 """The control plane over HTTP, as boto3 and aws-cli call it with `--endpoint-url` (rest-json).
 
 Requests signed for service `iot` (the SigV4 credential scope) are control-plane calls; those
-signed for `iot-jobs-data` are the Jobs data plane (reference §11.1: the paths collide).
+signed for `iot-jobs-data` are the Jobs data plane (their paths collide).
 Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body, never a stack trace.
 The signature itself is not checked: any credentials are accepted.
 """
@@ -13,8 +13,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tools.standin import templates
-from tools.standin.engine import ApiError, Engine, Rejected
+from tools.standin import fleet, retained, templates
+from tools.standin.core import ApiError, Rejected
+from tools.standin.engine import Engine
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _HTTP_OF = {
@@ -64,6 +65,8 @@ class ControlPlane:
         try:
             if service == "iot-jobs-data":
                 return self._data_plane(method, parts, query, body)
+            if service == "iotdata":
+                return self._iot_data(method, parts, query)
             return self._iot(method, parts, query, body)
         except (AttributeError, TypeError, ValueError, KeyError) as err:
             # a field of the wrong shape (e.g. a string where AWS expects a map): AWS's answer
@@ -113,6 +116,8 @@ class ControlPlane:
                 return e.create_thing(thing, body)
             if method == "GET" and len(parts) == 2:
                 return e.describe_thing(thing)
+            if method == "POST" and parts[2:] == ["connectivity-data"]:
+                return e.get_thing_connectivity_data(thing)
             if method == "GET" and parts[2:] == ["jobs"]:
                 found = e.list_executions_for_thing(thing, _one(query, "status"), _one(query, "jobId"))
                 return _page(found["executionSummaries"], "executionSummaries", query)
@@ -121,6 +126,32 @@ class ControlPlane:
                 return e.describe_job_execution(parts[3], thing, int(number) if number else None)
             if len(parts) == 5 and parts[2] == "jobs" and parts[4] == "cancel" and method == "PUT":
                 return e.cancel_job_execution(parts[3], thing, body, _flag(query, "force"))
+        if parts[:1] == ["streams"]:
+            if method == "GET" and len(parts) == 1:
+                ascending = _flag(query, "isAscendingOrder")
+                return e.list_streams(_one(query, "maxResults"), _one(query, "nextToken"), ascending)
+            stream = parts[1] if len(parts) == 2 else ""
+            if method == "POST" and stream:
+                return e.create_stream(stream, body)
+            if method == "GET" and stream:
+                return e.describe_stream(stream)
+            if method == "PUT" and stream:
+                return e.update_stream(stream, body)
+            if method == "DELETE" and stream:
+                return e.delete_stream(stream)
+        if parts[:1] == ["otaUpdates"]:
+            if method == "GET" and len(parts) == 1:
+                return e.list_ota_updates(_one(query, "otaUpdateStatus"), _one(query, "maxResults"),
+                                          _one(query, "nextToken"))  # fmt: skip
+            update = parts[1] if len(parts) == 2 else ""
+            if method == "POST" and update:
+                return e.create_ota_update(update, body)
+            if method == "GET" and update:
+                return e.get_ota_update(update)
+            if method == "DELETE" and update:
+                return e.delete_ota_update(
+                    update, _flag(query, "deleteStream"), _flag(query, "forceDeleteAWSJob")
+                )
         if parts[:1] == ["thing-groups"] and len(parts) == 2:
             if method == "PUT" and parts[1] == "addThingToThingGroup":
                 return e.add_thing_to_group(body)
@@ -134,6 +165,8 @@ class ControlPlane:
 
     def _extension(self, method, parts, query, body):
         """Stand-in only (not AWS): settings and faults, and things with their certificates."""
+        if parts == ["fleet"] and method == "GET":
+            return fleet.snapshot(self.engine)
         if parts == ["settings"] and method == "GET":
             return self.engine.store.settings()
         if parts == ["settings"] and method == "PUT":
@@ -163,6 +196,16 @@ class ControlPlane:
             "UnknownOperationException", f"{method} /standin/{'/'.join(parts)} is not served here", 404
         )
 
+    def _iot_data(self, method, parts, query):
+        """`iot-data` (signed for `iotdata`): the retained-message API."""
+        if method == "GET" and parts == ["retainedMessage"]:
+            return retained.list_retained(
+                self.engine.store, _one(query, "nextToken"), _one(query, "maxResults")
+            )
+        if method == "GET" and len(parts) >= 2 and parts[0] == "retainedMessage":
+            return retained.get_retained(self.engine.store, "/".join(parts[1:]))
+        raise ApiError("UnknownOperationException", f"{method} /{'/'.join(parts)} is not served here", 404)
+
     def _data_plane(self, method, parts, query, body):
         """The HTTPS Jobs data plane, through the same engine as MQTT (jobDocument as a string)."""
         if len(parts) < 3 or parts[0] != "things" or parts[2] != "jobs":
@@ -188,7 +231,7 @@ class ControlPlane:
         (answer_topic, answer), notifications = messages[0], messages[1:]
         if notifications:
             with self.engine.store.transaction() as db:
-                self.engine._post(db, notifications)
+                self.engine.post(db, notifications)
         if answer_topic.endswith("/rejected"):
             error_type, status = _HTTP_OF.get(answer["code"], ("ServiceUnavailableException", 503))
             raise ApiError(error_type, answer["message"], status)
@@ -215,8 +258,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _page(self) -> None:
+        data = fleet.PAGE.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _events(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def write(data: bytes) -> None:
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        fleet.events(self.server.plane.engine, write, self.server.stopping)
+
     def _serve(self) -> None:
         url = urlsplit(self.path)
+        if self.command == "GET" and url.path in ("/fleet", "/fleet/"):
+            return self._page()
+        if self.command == "GET" and url.path == "/standin/fleet/events":
+            return self._events()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         scope = _SCOPE.search(self.headers.get("Authorization", ""))
@@ -248,6 +318,7 @@ class ControlServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.plane = ControlPlane(engine, endpoint, issue)
+        self.httpd.stopping = threading.Event()  # ends the fleet page's event streams
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -256,6 +327,11 @@ class ControlServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def fleet_url(self) -> str:
+        return f"{self.url}/fleet"
+
     def stop(self) -> None:
+        self.httpd.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()

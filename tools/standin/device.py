@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from tools.standin.engine import classify
+from tools.standin.device_api import classify
 
 _TOKENS = itertools.count(1)
 

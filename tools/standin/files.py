@@ -5,6 +5,7 @@ Jobs service issued for that key and that has not expired (as a presigned URL), 
 a byte range (`Range: bytes=a-b`, `a-`, `-n`), answered with 206 and Content-Range.
 """
 
+import hashlib
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,13 +20,26 @@ def _within(folder: Path, key: str) -> Path | None:
     return path if folder.resolve() in path.parents and path.is_file() else None
 
 
-def read_text(settings: dict, key: str) -> str:
-    """A file of the files folder as text (for CreateJob's documentSource)."""
-    folder = Path(settings["files_folder"])
-    path = _within(folder, key)
+def locate(settings: dict, key: str) -> Path:
+    """The file of the files folder an S3 key names (the bucket is not kept); FileNotFoundError."""
+    path = _within(Path(settings["files_folder"]), key)
     if path is None:
         raise FileNotFoundError(key)
-    return path.read_text()
+    return path
+
+
+def file_digest(path: Path, algorithm: str) -> bytes:
+    """The `hashlib` digest of a whole file, read in pieces."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with Path(path).open("rb") as src:
+        while chunk := src.read(65536):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def read_text(settings: dict, key: str) -> str:
+    """A file of the files folder as text (for CreateJob's documentSource)."""
+    return locate(settings, key).read_text()
 
 
 def _error(code: str, message: str) -> bytes:
@@ -122,29 +136,41 @@ def _parse_range(spec: str, size: int):
 
 
 class FileServer:
-    """The HTTPS server in a thread; `url` is its base address."""
+    """The HTTPS server in a thread per listening address (one port); `url` is its base address."""
 
-    def __init__(self, folder: Path, store: Store, cert: Path, key: Path, port: int = 0):
+    def __init__(self, folder: Path, store: Store, cert: Path, key: Path, port: int = 0,
+                 addresses=("127.0.0.1",), host: str = "localhost"):  # fmt: skip
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.httpd.daemon_threads = True
+        self.host = host
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
-        self.httpd.socket = context.wrap_socket(
-            self.httpd.socket, server_side=True, do_handshake_on_connect=False
-        )
-        self.httpd.folder = self.folder
-        self.httpd.store = store
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.servers: list = []
+        try:
+            for address in addresses:
+                httpd = ThreadingHTTPServer((address, port), _Handler)
+                port = httpd.server_address[1]  # the others listen on the first one's port
+                self.servers.append(httpd)
+                httpd.daemon_threads = True
+                httpd.socket = context.wrap_socket(
+                    httpd.socket, server_side=True, do_handshake_on_connect=False
+                )
+                httpd.folder = self.folder
+                httpd.store = store
+        except BaseException:
+            self.stop()
+            raise
+        self.port = port
+        for httpd in self.servers:
+            threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for httpd in self.servers:
+            httpd.shutdown()
+            httpd.server_close()
+        self.servers = []

@@ -22,10 +22,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from tools.broker import SERVICE_IDENTITY
-from tools.standin.engine import Engine, classify
+from tools.standin.device_api import DeviceApi, classify
+from tools.standin.presence import Presence
+from tools.standin.retained import RetainedWatch
 from tools.standin.store import Store
+from tools.standin.streams import StreamApi
 
 REQUESTS = "$aws/things/+/jobs/#"
+STREAMS = "$aws/things/+/streams/#"
 _TICK = 0.02
 
 
@@ -34,7 +38,8 @@ class JobsService:
         self.folder = Path(folder)
         self.port = port
         self.store = Store(self.folder / "state.sqlite")
-        self.engine = Engine(self.store)
+        self.engine = DeviceApi(self.store)
+        self.streams = StreamApi(self.store)
         self.requests = 0
         self.random = random.Random()
         self._delayed: list = []
@@ -63,6 +68,16 @@ class JobsService:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_publish = lambda client, userdata, mid, reason, properties: self._acks.append(mid)
+        # beside the Jobs topics: who is connected (the broker's log) and the retained messages
+        self.presence = Presence(self.store, self.folder / "broker" / "mosquitto.log")
+        self.retained = RetainedWatch(
+            self.store,
+            port,
+            pki / "ca.cert.pem",
+            pki / f"{SERVICE_IDENTITY}.cert.pem",
+            pki / f"{SERVICE_IDENTITY}.key.pem",
+            client_id=f"{SERVICE_IDENTITY}-retained",
+        )
 
     # ----- MQTT callbacks -----------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
@@ -71,7 +86,7 @@ class JobsService:
             return
         # answers are small: with Nagle each waits for the broker's delayed ACK (~40 ms)
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(REQUESTS, qos=1)
+        client.subscribe([(REQUESTS, 1), (STREAMS, 1)])
 
     def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
         ready = self.folder / "service.ready"
@@ -88,7 +103,7 @@ class JobsService:
     def _answer(self, topic: str, payload: bytes) -> list:
         route = classify(topic)
         if route is None:
-            return []
+            return self.streams.handle(topic, payload, self.engine.settings)
         # read per request (one small SELECT): a fault set over the control plane applies to the
         # very next request, so a test need not wait for the ticker's periodic refresh
         settings = self.engine.refresh_settings()
@@ -146,7 +161,7 @@ class JobsService:
             self.engine.ack_outbox(acked)
 
     def _tick(self) -> None:
-        last_settings = last_expire = 0.0
+        last_settings = last_expire = last_presence = 0.0
         while not self._stopping.is_set():
             moment = time.monotonic()
             try:
@@ -157,6 +172,9 @@ class JobsService:
                     self._publish(self.engine.expire())
                     last_expire = moment
                 self._pump_outbox()
+                if moment - last_presence > 0.1:
+                    self.presence.poll()
+                    last_presence = moment
                 with self._lock:
                     due = []
                     while self._delayed and self._delayed[0][0] <= moment:
@@ -174,9 +192,11 @@ class JobsService:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         self.client.connect_async("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
+        self.retained.start()
         try:
             self._tick()
         finally:
+            self.retained.stop()
             self.client.disconnect()
             self.client.loop_stop()
 

@@ -9,40 +9,102 @@ with StandIn(folder, minute_seconds=1) as aws:
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tools import certs
-from tools.broker import SERVICE_IDENTITY, Broker
+from tools.broker import SERVICE_IDENTITY, Broker, port_in_use
 from tools.standin.control import ControlServer
-from tools.standin.engine import TERMINAL, ApiError, Engine
+from tools.standin.core import TERMINAL, ApiError
+from tools.standin.engine import Engine
 from tools.standin.files import FileServer
 from tools.standin.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ENDPOINT = "localhost"
+_LOOPBACK = ("", "localhost", "127.0.0.1")
+
+
+def listen_address(host: str) -> str:
+    """The IPv4 address of this machine that `host` (a name or an address) stands for."""
+    try:
+        address = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ValueError(f"cannot resolve --host {host!r}: {err}") from None
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError as err:
+            raise ValueError(
+                f"cannot listen on {host} ({address}): {err.strerror}; give an address of this machine"
+            ) from None
+    return address
+
+
+class PortInUse(RuntimeError):
+    """A port the stand-in should listen on is held by another process."""
 
 
 class StandIn:
-    """Broker, Jobs service (a child process), HTTPS file server and control plane on loopback."""
+    """Broker, Jobs service (a child process), HTTPS file server and control plane on loopback.
 
-    def __init__(self, folder, control_port: int = 0, files_port: int = 0, broker_port: int = 0, **settings):
+    Ports not given are the ones the last start in `folder` used (a free one the first time);
+    `host` (kept likewise) is one more address to listen on for MQTT and files, put in the
+    server certificate, and named as the endpoint: how a chip on the local network connects.
+    """
+
+    def __init__(self, folder, control_port: int | None = None, files_port: int | None = None,
+                 broker_port: int | None = None, host: str | None = None, **settings):  # fmt: skip
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.broker = Broker(self.folder / "broker", port=broker_port)
         self.store = Store(self.folder / "state.sqlite")
+        saved = self.store.settings()
+        host = saved["host"] if host is None else host
+        self.host = "" if host in _LOOPBACK else host
+        self.endpoint = self.host or ENDPOINT
+        self.addresses = ("127.0.0.1",) + ((listen_address(self.host),) if self.host else ())
+        names = certs.LOCAL_NAMES + ((self.host, self.addresses[1]) if self.host else ())
+        given = {"mqtt_port": broker_port, "control_port": control_port, "files_port": files_port}
+        self._kept = {key for key, port in given.items() if port is None}
+        self._ports = {key: saved[key] if port is None else port for key, port in given.items()}
+        self.broker = Broker(
+            self.folder / "broker",
+            port=self._ports["mqtt_port"],
+            addresses=self.addresses,
+            server_names=names,
+        )
         self.engine = Engine(self.store)
         self.files = self.folder / "files"
         self._settings = settings
-        self._ports = (control_port, files_port)
         self.service: subprocess.Popen | None = None
         self.control: ControlServer | None = None
         self.file_server: FileServer | None = None
 
     # ----- life cycle ---------------------------------------------------------------------
+    def _check_ports(self) -> None:
+        """A port this folder keeps but something else now holds: say so rather than move it."""
+        for key, what, addresses in (
+            ("mqtt_port", "MQTT", self.addresses),
+            ("control_port", "control-plane", ("127.0.0.1",)),
+            ("files_port", "files", self.addresses),
+        ):
+            port = self._ports[key]
+            where = port_in_use(port, addresses) if port else None
+            if where is None:
+                continue
+            if key in self._kept:
+                raise PortInUse(
+                    f"the {what} port {port} that {self.folder} keeps is in use on {where} (another "
+                    f"stand-in on this state folder?): stop that process, or give a new port "
+                    f"(0: any free one; devices provisioned for {port} then need provisioning again)"
+                )
+            raise PortInUse(f"the {what} port {port} is in use on {where}")
+
     def start(self) -> "StandIn":
+        self._check_ports()
         self.broker.prepare()
         self.broker.start()
         try:
@@ -51,18 +113,26 @@ class StandIn:
                 self.store,
                 self.broker.server.cert_pem,
                 self.broker.server.key_pem,
-                self._ports[1],
+                self._ports["files_port"],
+                addresses=self.addresses,
+                host=self.endpoint,
             )
             # faults are for one run; other settings given before persist in the state folder
             no_faults = {"throttle_every": 0, "internal_error_rate": 0.0, "duplicate_responses": False,
                          "response_delay": 0.0}  # fmt: skip
+            self.control = ControlServer(
+                self.engine, self.endpoint, self._ports["control_port"], issue=self.thing
+            )
             self.store.set(
+                mqtt_port=self.broker.port,
+                control_port=self.control.port,
                 files_port=self.file_server.port,
+                files_host=self.endpoint,
                 files_folder=str(self.files),
+                host=self.host,
                 **{**no_faults, **self._settings},
             )
             self.engine.refresh_settings()
-            self.control = ControlServer(self.engine, ENDPOINT, self._ports[0], issue=self.thing)
             self.start_service()
             (self.folder / "standin.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
         except BaseException:
@@ -86,15 +156,22 @@ class StandIn:
         self.stop()
 
     def describe(self) -> dict:
-        """Where everything is (printed by `up`, written to standin.json)."""
+        """Where everything is (printed by `up`, written to standin.json; docs/standin.md)."""
+        pki = self.broker.folder / "pki"
         return {
-            "endpoint": ENDPOINT,
+            "endpoint": self.endpoint,
             "mqtt_port": self.broker.port,
+            "listen": list(self.addresses),
             "control_url": self.control_url,
+            "fleet_url": self.control.fleet_url if self.control else None,
             "files_url": self.files_url,
             "files_folder": str(self.files),
-            "certificates": str(self.broker.folder / "pki"),
+            "certificates": str(pki),
             "ca": str(self.broker.ca.cert_pem),
+            "ca_der": str(self.broker.ca.cert_der),
+            "code_signing_cert": str(self.engine.signer().cert_pem),
+            "region": self.engine.settings["region"],
+            "account": self.engine.settings["account"],
             "state": str(self.store.path),
             "service_pid": self.service.pid if self.service else None,
         }
@@ -191,7 +268,7 @@ class StandIn:
 
     # ----- control plane (the same engine the HTTP endpoint uses) -------------------------
     def arn(self, kind: str, name: str) -> str:
-        return self.engine._arn(kind, name)
+        return self.engine.arn(kind, name)
 
     def create_job(self, job_id: str, document, things=(), groups=(), **options) -> dict:
         """CreateJob. `document`: dict or JSON text (or None with jobTemplateArn).

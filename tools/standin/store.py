@@ -35,6 +35,16 @@ CREATE INDEX IF NOT EXISTS executions_by_deadline ON executions (status, step_de
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload TEXT);
 CREATE TABLE IF NOT EXISTS presigned (token TEXT PRIMARY KEY, path TEXT, expires REAL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id TEXT PRIMARY KEY, version INTEGER, description TEXT, files TEXT, role_arn TEXT,
+    created REAL, updated REAL);
+CREATE TABLE IF NOT EXISTS ota_updates (
+    ota_id TEXT PRIMARY KEY, body TEXT, status TEXT, job_id TEXT, stream_id TEXT, made_stream INTEGER,
+    error TEXT, created REAL, updated REAL);
+CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER, modified REAL);
+CREATE TABLE IF NOT EXISTS connectivity (
+    thing TEXT PRIMARY KEY, client_id TEXT, connected INTEGER, stamp REAL, reason TEXT,
+    source_ip TEXT, source_port INTEGER, keepalive INTEGER, clean_session INTEGER);
 """
 
 # The ambiguities of the reference's section 14 and the fault-injection knobs, with defaults.
@@ -64,7 +74,13 @@ DEFAULTS = {
     "duplicate_responses": False,  # every response and notification is published twice
     "response_delay": 0.0,  # seconds before a response is published
     "refuse_terminal_updates": [],  # job ids whose every terminal update is refused InvalidRequest
-    # host name put in presigned URLs (the server certificate covers localhost and 127.0.0.1)
+    # where the stand-in listens, kept so the next `up` reuses them (a provisioned device keeps
+    # working): ports (0: a free one at the next start) and the extra address, besides loopback,
+    # that a chip on the local network dials ("": loopback only)
+    "mqtt_port": 0,
+    "control_port": 0,
+    "host": "",
+    # host name put in presigned URLs (the endpoint: the server certificate covers it)
     "files_host": "localhost",
     "files_port": 0,
     "files_folder": "",
