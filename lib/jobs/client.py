@@ -15,7 +15,12 @@ jobs.details, so it is valid AWS input whatever a job's document held.
 The client is the transport's message handler. Incoming messages are scanned in the
 transport's buffer (jobs.scan); notify-next is recorded in `head` / `head_changed`; the job
 document of an awaited start-next or describe answer is decoded at once (only when within
-`max_document`), because the buffer is reused for the next message.
+`max_document`), because the buffer is reused for the next message. An AWS IoT OTA document
+(`{"afr_ota": ...}`) is read by jobs.afrdoc into its few known fields, never into a tree.
+
+`on_stream`, while set (by jobs.ops.stream during a download), is offered every message first:
+`on_stream(topic, payload)` returns True for a message of the stream (payload None: larger than
+the buffer), which is then not scanned.
 """
 
 import json
@@ -141,6 +146,7 @@ class Client:
         self._large_kind = 0
         self._large_job = None
         self._large_error = None
+        self.on_stream = None  # handler(topic, payload) -> bool of a stream download in progress
 
     @property
     def ignored(self):
@@ -150,6 +156,8 @@ class Client:
     # -- the transport's handler ------------------------------------------------------------
 
     def message(self, topic, payload):
+        if self.on_stream is not None and self.on_stream(topic, payload):
+            return
         kind, job = self.topics.classify(topic)
         if kind == T.UNKNOWN or kind == T.NOTIFY:
             return
@@ -165,6 +173,9 @@ class Client:
         self._dispatch(kind, job, f, payload)
 
     def large_begin(self, topic, size):
+        if self.on_stream is not None and self.on_stream(topic, None):
+            self._large_kind = T.UNKNOWN
+            return
         kind, job = self.topics.classify(topic)
         if kind == T.NOTIFY_NEXT and not self.want_heads:
             self.head = SOMETHING
@@ -266,7 +277,17 @@ class Client:
             ex.doc_error = "document too large (" + str(end - start) + " > " + str(limit) + ")"
             return
         try:
-            ex.doc = json.loads(bytes(payload[start:end]))
+            text = bytes(payload[start:end])
+            if b'"afr_ota"' in text:
+                from jobs import afrdoc
+
+                try:
+                    ex.doc = afrdoc.parse(text)  # None: the key is not at the top level
+                except afrdoc.Invalid as error:
+                    ex.doc_error = error.args[0]
+                    return
+            if ex.doc is None:
+                ex.doc = json.loads(text)
         except MemoryError:
             ex.doc_error = "document too large for free memory (" + str(end - start) + " bytes)"
         except ValueError:

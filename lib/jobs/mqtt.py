@@ -205,7 +205,7 @@ class MQTT(MQTTClient):
         h = self._hmv
         if kind == 0x30:
             self._publish_in(op, size, pkt_deadline)
-        elif kind in (0x40, 0x90, 0x20) and 2 <= size <= 6:
+        elif kind in (0x40, 0x90, 0xB0, 0x20) and 2 <= size <= 6:
             self._read(h, size, pkt_deadline)
             hb = self._hbuf
             if kind == 0x20:
@@ -434,6 +434,18 @@ class MQTT(MQTTClient):
         self._await_ack(pid, "SUBACK")
         if self._ack_code & 0x80:
             raise MQTTException(0x80)
+
+    def unsubscribe(self, topic):
+        """UNSUBSCRIBE one filter and wait (bounded) for its UNSUBACK."""
+        pid = self.next_pid()
+        tx = self._tx
+        tx[0] = 0xA2
+        i = self._put_len(1, 2 + 2 + len(topic))
+        tx[i] = pid >> 8
+        tx[i + 1] = pid & 0xFF
+        i = self._put_str(i + 2, topic)
+        self._write(self._txmv, i)
+        self._await_ack(pid, "UNSUBACK")
 
     def open(self, subscriptions):
         """Connect and subscribe every filter (QoS 1)."""
