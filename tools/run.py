@@ -276,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         return result
     except KeyboardInterrupt:
         return 130
+    except OSError as error:  # a state folder that cannot be made
+        print(f"make run: {error.filename or args.state}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:  # mosquitto or the Jobs service would not start: the first line says why
+        print(f"make run: {(str(error).strip() or repr(error)).splitlines()[0]}", file=sys.stderr)
+        return 1
     finally:
         if device:
             device.stop()

@@ -16,11 +16,13 @@ notifications it causes are published by the Jobs service of the running `up`.
 import argparse
 import json
 import signal
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
+from tools.mpenv import as_typed
 from tools.standin.engine import ApiError, Engine
 from tools.standin.store import DEFAULTS, Store
 
@@ -31,7 +33,8 @@ def _engine(args) -> Engine:
     state = Path(args.state) / "state.sqlite"
     if not state.exists():
         raise SystemExit(
-            f"no stand-in state in {args.state}: run `python -m tools.standin up --state {args.state}` first"
+            f"no stand-in state in {args.state}: run `{as_typed(sys.executable)} -m tools.standin up "
+            f"--state {args.state}` first"
         )
     return Engine(Store(state))
 
@@ -40,9 +43,26 @@ def _print(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def _check_port(option: str, port: int) -> None:
+    """An explicit port must be free on loopback (0: a free one is chosen)."""
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"{option} {port} is not a TCP port number (0 chooses a free one)")
+    if port:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise SystemExit(
+                    f"{option} {port} is in use on 127.0.0.1: choose another, or 0 for a free one"
+                ) from None
+
+
 def cmd_up(args) -> int:
     from tools.standin import StandIn
 
+    for option, port in (("--port", args.port), ("--control-port", args.control_port),
+                         ("--files-port", args.files_port)):  # fmt: skip
+        _check_port(option, port)
     settings = {"minute_seconds": args.minute_seconds} if args.minute_seconds else {}
     aws = StandIn(args.state, control_port=args.control_port, files_port=args.files_port,
                   broker_port=args.port, **settings)  # fmt: skip
@@ -274,6 +294,12 @@ def main(argv=None) -> int:
         return args.func(args)
     except ApiError as err:
         print(f"error: {err.error_type}: {err.message}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a state folder that cannot be made
+        print(f"error: {err.filename or args.state}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:  # mosquitto or the Jobs service would not start: the first line says why
+        print(f"error: {(str(err).strip() or repr(err)).splitlines()[0]}", file=sys.stderr)
         return 1
 
 
