@@ -120,8 +120,7 @@ provision: $(VENV)/.requirements
 deploy: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
 	$(call need,CONFIG,<folder from make provision> (or THING=<thing name>))
-	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(if $(HANDLERS),--handlers "$(HANDLERS)") \
-	  $(DEPLOY_ARGS)
+	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(if $(HANDLERS),--handlers "$(HANDLERS)") $(DEPLOY_ARGS)
 
 flash: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
