@@ -371,13 +371,27 @@ def create_in_aws(iot, thing: str, out: Path) -> tuple[Path, Path, str]:
     return cert_pem, key_pem, endpoint
 
 
+def _located(text: str, folder: Path, written_as: Path | None) -> Path:
+    """A path from standin.json. A relative one is relative to where the stand-in ran; it is
+    under the state folder the stand-in was given (`written_as`), which is `folder` here."""
+    path = Path(text)
+    if path.is_absolute() or written_as is None or not path.is_relative_to(written_as):
+        return path
+    return folder / path.relative_to(written_as)
+
+
 def from_standin(folder: Path, thing: str) -> dict:
     """What a running stand-in tells a device (its DIR/standin.json): endpoint, port, ca; and
     cert, key when the stand-in issued them for `thing` (`python -m tools.standin create-thing`)."""
     path = folder / "standin.json"
     try:
         facts = json.loads(path.read_text())
-        found = {"endpoint": facts["endpoint"], "port": int(facts["mqtt_port"]), "ca": Path(facts["ca"])}
+        written_as = Path(facts["state"]).parent if facts.get("state") else None  # <folder>/state.sqlite
+        found = {
+            "endpoint": facts["endpoint"],
+            "port": int(facts["mqtt_port"]),
+            "ca": _located(facts["ca"], folder, written_as),
+        }
     except FileNotFoundError:
         raise ProvisionError(
             [f"{path} not found: start the stand-in first (`make standin` keeps it in build/standin)"]
@@ -385,7 +399,11 @@ def from_standin(folder: Path, thing: str) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as error:
         reason = f"no {error}" if isinstance(error, KeyError) else str(error)
         raise ProvisionError([f"{path} is not a stand-in's standin.json ({reason})"]) from None
-    pki = Path(facts.get("certificates") or found["ca"].parent)
+    pki = (
+        _located(facts["certificates"], folder, written_as)
+        if facts.get("certificates")
+        else found["ca"].parent
+    )
     cert, key = pki / f"{thing}.cert.pem", pki / f"{thing}.key.pem"
     if cert.is_file() and key.is_file():
         found.update(cert=cert, key=key)

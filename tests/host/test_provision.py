@@ -543,6 +543,23 @@ def test_standin_gives_endpoint_port_ca_and_the_things_certificate(pki, tmp_path
     assert "thing-1 on localhost:40123, board unix" in result.stdout
 
 
+def test_relative_paths_in_standin_json_are_found_from_anywhere(pki, tmp_path):
+    """`make standin` writes build/standin/... relative to the repository: found from anywhere."""
+    folder = standin_folder(tmp_path, pki)
+    facts = json.loads((folder / "standin.json").read_text())
+    relative = lambda p: str(Path("build/standin") / Path(p).relative_to(folder))  # noqa: E731
+    facts.update(ca=relative(facts["ca"]), certificates=relative(facts["certificates"]),
+                 state="build/standin/state.sqlite")  # fmt: skip
+    (folder / "standin.json").write_text(json.dumps(facts))
+    out = tmp_path / "out"
+    result = run_provision(
+        "--thing", "thing-1", "--standin", str(folder), "--board", "unix", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    ca = x509.load_pem_x509_certificate((folder / "broker" / "pki" / "ca.cert.pem").read_bytes())
+    assert x509.load_der_x509_certificate((out / "certs" / "ca.cert.der").read_bytes()) == ca
+
+
 def test_options_override_what_the_standin_says(pki, tmp_path):
     folder = standin_folder(tmp_path, pki)
     out = tmp_path / "out"
