@@ -426,12 +426,18 @@ def der_children(data: bytes) -> list[tuple[int, bytes]]:
     return children
 
 
+def provisioned(pki, tmp_path: Path, kind: str) -> Path:
+    """The output folder of a provision with an RSA (thing-1) or EC (thing-2) identity."""
+    identity, thing = (pki["device"], "thing-1") if kind == "rsa" else (pki["other"], "thing-2")
+    provision.provision(
+        inputs(pki, thing=thing, cert=identity.cert_pem, key=identity.key_pem), tmp_path / "out"
+    )
+    return tmp_path / "out"
+
+
 @pytest.mark.parametrize("kind", ["rsa", "ec"])
 def test_the_key_is_written_in_its_traditional_form_and_matches_the_certificate(pki, tmp_path, kind):
-    identity = pki["device"] if kind == "rsa" else pki["other"]
-    out = tmp_path / "out"
-    thing = "thing-1" if kind == "rsa" else "thing-2"
-    provision.provision(inputs(pki, thing=thing, cert=identity.cert_pem, key=identity.key_pem), out)
+    out = provisioned(pki, tmp_path, kind)
     der = (out / "certs" / "device.key.der").read_bytes()
     children = der_children(der)
     if kind == "rsa":  # RSAPrivateKey (PKCS#1): version 0, then n, e, d, p, q, dp, dq, qinv
@@ -468,10 +474,7 @@ for name in sys.argv[2:]:
 
 @pytest.mark.parametrize("kind", ["rsa", "ec"])
 def test_micropythons_tls_loads_the_provisioned_key_also_as_v1_23_0_hands_it_over(pki, tmp_path, kind):
-    identity = pki["device"] if kind == "rsa" else pki["other"]
-    out = tmp_path / "out"
-    thing = "thing-1" if kind == "rsa" else "thing-2"
-    provision.provision(inputs(pki, thing=thing, cert=identity.cert_pem, key=identity.key_pem), out)
+    out = provisioned(pki, tmp_path, kind)
     key = serialization.load_der_private_key((out / "certs" / "device.key.der").read_bytes(), None)
     (tmp_path / "pkcs8.der").write_bytes(
         key.private_bytes(

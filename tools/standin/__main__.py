@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from tools import stopped_by
 from tools.mpenv import as_typed
 from tools.standin.engine import ApiError, Engine
 from tools.standin.store import DEFAULTS, Store
@@ -295,11 +296,8 @@ def main(argv=None) -> int:
     except ApiError as err:
         print(f"error: {err.error_type}: {err.message}", file=sys.stderr)
         return 1
-    except OSError as err:  # a state folder that cannot be made
-        print(f"error: {err.filename or args.state}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    except RuntimeError as err:  # mosquitto or the Jobs service would not start: the first line says why
-        print(f"error: {(str(err).strip() or repr(err)).splitlines()[0]}", file=sys.stderr)
+    except (OSError, RuntimeError) as err:  # a state folder that cannot be made, a broker that will not start
+        print(f"error: {stopped_by(err, args.state)}", file=sys.stderr)
         return 1
 
 
