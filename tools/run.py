@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import stopped_by
 from tools.simdevice import SimDevice, provision
 from tools.standin import StandIn
 from tools.standin.device import Device
@@ -278,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         return result
     except KeyboardInterrupt:
         return 130
+    except (
+        OSError,
+        RuntimeError,
+    ) as error:  # a state folder that cannot be made, a broker that will not start
+        print(f"make run: {stopped_by(error, args.state)}", file=sys.stderr)
+        return 1
     finally:
         if device:
             device.stop()
