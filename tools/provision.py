@@ -1,24 +1,33 @@
 """`make provision`: turn the files AWS issues for a thing into the device's config and DER files.
 
 Input: the thing's PEM certificate and private key, Amazon Root CA 1 (PEM), the endpoint and the
-thing name. Output folder (default state/provision/<thing>/):
+thing name; or, for the local stand-in, `--standin DIR`, which reads the endpoint, MQTT port and
+CA (and the thing's certificate and key, if the stand-in issued them) from DIR/standin.json.
+Output folder (default state/provision/<thing>/, mode 0700):
 
     config.json              thing_name, endpoint, port, ca, cert, key, board, wifi_ssid, wifi_password
     certs/ca.cert.der        the CA that signs the endpoint's server certificate
     certs/device.cert.der    the device certificate
-    certs/device.key.der     its private key (PKCS#8, mode 0600)
+    certs/device.key.der     its private key (PKCS#1 or SEC1 DER, mode 0600)
 
 Key names and file paths are those of lib/jobs/config.py (its SCHEMA and defaults); `ca`, `cert`,
 `key` are paths relative to the device's root, in DER because MicroPython's TLS on many builds
-parses only DER (micropython-notes §2.3). Every input is checked first; each problem gets one
-sentence and the exit status is 2. With --create-in-aws the thing, its certificate and a
-least-privilege policy are created with boto3 instead of reading --cert/--key (needs AWS
-credentials; not run in the tests).
+parses only DER. The key is written in its traditional form (certs.device_key_der), which
+MicroPython v1.23.0 reads too. Every input is checked first; each problem gets one sentence and
+the exit status is 2. The Wi-Fi password is never printed; it may come from the environment
+(WIFI_PASSWORD, which is how `make provision` passes it) so that it is on no command line. With
+--create-in-aws the thing, its certificate and a least-privilege policy are created with boto3
+instead of reading --cert/--key (needs AWS credentials; not run in the tests).
+
+To add a file: a check that appends its problems to `Inputs.problems`, an `Output` in
+`outputs()` and its key in `device_config()`.
 """
 
 import argparse
 import datetime
+import ipaddress
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +36,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tools import certs
+from tools.mpenv import as_typed
 
 ROOT = Path(__file__).resolve().parent.parent
 # device paths, relative to the board's root (lib/jobs/config.py defaults)
@@ -37,6 +49,10 @@ THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 ATS_ENDPOINT = re.compile(r"^[a-z0-9]+-ats\.iot\.[a-z]{2}(-gov)?-[a-z]+-[0-9]\.amazonaws\.com(\.cn)?$")
 LEGACY_ENDPOINT = re.compile(r"^[a-z0-9]+\.iot\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 LOCAL_ENDPOINTS = ("localhost", "127.0.0.1")
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+PASSWORD_ENV = "WIFI_PASSWORD"
 
 
 class ProvisionError(Exception):
@@ -54,6 +70,8 @@ class Inputs:
     board: str = "esp32"
     wifi_ssid: str = ""
     wifi_password: str = ""
+    # the endpoint came from a stand-in's standin.json: any host name or address it listens on
+    standin: bool = False
     problems: list[str] = field(default_factory=list)
 
 
@@ -70,10 +88,21 @@ def check_thing_name(name: str) -> str | None:
     )
 
 
-def check_endpoint(endpoint: str, port: int) -> list[str]:
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_endpoint(endpoint: str, port: int, standin: bool = False) -> list[str]:
     problems = []
     if endpoint in LOCAL_ENDPOINTS:
         pass
+    elif standin:
+        if not (HOST_NAME.match(endpoint) or _is_address(endpoint)):
+            problems.append(f"endpoint {endpoint!r} from the stand-in's standin.json is not a host name")
     elif LEGACY_ENDPOINT.match(endpoint) and "-ats." not in endpoint:
         problems.append(
             f"endpoint {endpoint!r} is a legacy (VeriSign) endpoint: use the ATS one, "
@@ -85,10 +114,7 @@ def check_endpoint(endpoint: str, port: int) -> list[str]:
             "(or localhost for the local stand-in)"
         )
     if port == 443:
-        problems.append(
-            "port 443 needs ALPN, which MicroPython's TLS does not implement: use 8883 "
-            "(micropython-notes §2.1)"
-        )
+        problems.append("port 443 needs ALPN, which MicroPython's TLS does not implement: use 8883")
     elif not 0 < port < 65536:
         problems.append(f"port {port} is not a TCP port number")
     return problems
@@ -224,23 +250,53 @@ def device_config(inputs: Inputs) -> dict:
     }
 
 
-def write_outputs(inputs: Inputs, material: Material, out: Path) -> list[Path]:
-    (out / "certs").mkdir(parents=True, exist_ok=True)
+@dataclass
+class Output:
+    """One file provision writes; `path` is relative to the output folder, which is the device root."""
+
+    path: str
+    data: bytes
+    secret: bool = False
+
+
+def outputs(inputs: Inputs, material: Material) -> list[Output]:
     der = serialization.Encoding.DER
-    files = {
-        out / CA_FILE: material.ca.public_bytes(der),
-        out / CERT_FILE: material.cert.public_bytes(der),
-        out / KEY_FILE: material.key.private_bytes(  # type: ignore[attr-defined]
-            der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-        out / "config.json": (json.dumps(device_config(inputs), indent=2) + "\n").encode(),
-    }
-    for path, data in files.items():
-        path.write_bytes(data)
-    # the key and the Wi-Fi password are secrets
-    (out / KEY_FILE).chmod(0o600)
-    (out / "config.json").chmod(0o600)
-    return list(files)
+    config = (json.dumps(device_config(inputs), indent=2) + "\n").encode()
+    return [
+        Output(CA_FILE, material.ca.public_bytes(der)),
+        Output(CERT_FILE, material.cert.public_bytes(der)),
+        Output(KEY_FILE, certs.device_key_der(material.key), secret=True),
+        Output("config.json", config, secret=True),  # the Wi-Fi password
+    ]
+
+
+def private_folder(folder: Path) -> None:
+    """Make `folder` (and its parents); only its owner may enter it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+
+
+def write_file(path: Path, data: bytes, secret: bool = False) -> None:
+    """Write `data` to `path`; a secret is mode 0600 from its first byte, also over an older file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "wb") as file:
+        if secret:
+            os.fchmod(file.fileno(), 0o600)
+        file.write(data)
+
+
+def write_outputs(inputs: Inputs, material: Material, out: Path) -> list[Path]:
+    written = []
+    try:
+        private_folder(out)
+        for output in outputs(inputs, material):
+            write_file(out / output.path, output.data, output.secret)
+            written.append(out / output.path)
+    except OSError as error:
+        where = error.filename or out
+        raise ProvisionError([f"cannot write {where}: {error.strerror or error}"]) from None
+    return written
 
 
 def provision(inputs: Inputs, out: Path, root: Path = ROOT) -> list[Path]:
@@ -249,7 +305,7 @@ def provision(inputs: Inputs, out: Path, root: Path = ROOT) -> list[Path]:
     name_problem = check_thing_name(inputs.thing)
     if name_problem:
         problems.append(name_problem)
-    problems += check_endpoint(inputs.endpoint, inputs.port)
+    problems += check_endpoint(inputs.endpoint, inputs.port, inputs.standin)
     problems += check_board(inputs.board, root)
     problems += check_wifi(inputs.wifi_ssid, inputs.wifi_password)
     material = check_material(inputs)
@@ -271,7 +327,7 @@ PUBLISHES = ("get", "start-next", "*/get", "*/update")
 
 
 def policy_document(region: str, account: str, thing: str) -> dict:
-    """An IoT policy allowing exactly the MQTT the firmware uses (aws-jobs-api.md §1)."""
+    """An IoT policy allowing exactly the MQTT the firmware uses (docs/tooling.md, step 2)."""
     arn = f"arn:aws:iot:{region}:{account}"
     jobs = f"$aws/things/{thing}/jobs"
     publish = [f"{arn}:topic/{jobs}/{t}" for t in PUBLISHES] + [f"{arn}:topic/logi2/device/{thing}"]
@@ -301,11 +357,10 @@ def create_in_aws(iot, thing: str, out: Path) -> tuple[Path, Path, str]:
     """
     iot.create_thing(thingName=thing)
     created = iot.create_keys_and_certificate(setAsActive=True)
-    out.mkdir(parents=True, exist_ok=True)
+    private_folder(out)
     cert_pem, key_pem = out / "aws-cert.pem", out / "aws-key.pem"
-    cert_pem.write_text(created["certificatePem"])
-    key_pem.write_text(created["keyPair"]["PrivateKey"])
-    key_pem.chmod(0o600)
+    write_file(cert_pem, created["certificatePem"].encode())
+    write_file(key_pem, created["keyPair"]["PrivateKey"].encode(), secret=True)
     # arn:aws:iot:<region>:<account>:cert/<id>
     _, _, _, region, account, _ = created["certificateArn"].split(":", 5)
     policy = f"{thing}-jobs"
@@ -316,67 +371,152 @@ def create_in_aws(iot, thing: str, out: Path) -> tuple[Path, Path, str]:
     return cert_pem, key_pem, endpoint
 
 
-def main(argv: list[str] | None = None) -> int:
+def _located(text: str, folder: Path, written_as: Path | None) -> Path:
+    """A path from standin.json. A relative one is relative to where the stand-in ran; it is
+    under the state folder the stand-in was given (`written_as`), which is `folder` here."""
+    path = Path(text)
+    if path.is_absolute() or written_as is None or not path.is_relative_to(written_as):
+        return path
+    return folder / path.relative_to(written_as)
+
+
+def from_standin(folder: Path, thing: str) -> dict:
+    """What a running stand-in tells a device (its DIR/standin.json): endpoint, port, ca; and
+    cert, key when the stand-in issued them for `thing` (`python -m tools.standin create-thing`)."""
+    path = folder / "standin.json"
+    try:
+        facts = json.loads(path.read_text())
+        written_as = Path(facts["state"]).parent if facts.get("state") else None  # <folder>/state.sqlite
+        found = {
+            "endpoint": facts["endpoint"],
+            "port": int(facts["mqtt_port"]),
+            "ca": _located(facts["ca"], folder, written_as),
+        }
+    except FileNotFoundError:
+        raise ProvisionError(
+            [f"{path} not found: start the stand-in first (`make standin` keeps it in build/standin)"]
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise ProvisionError([f"{path} is not a stand-in's standin.json ({reason})"]) from None
+    pki = (
+        _located(facts["certificates"], folder, written_as)
+        if facts.get("certificates")
+        else found["ca"].parent
+    )
+    cert, key = pki / f"{thing}.cert.pem", pki / f"{thing}.key.pem"
+    if cert.is_file() and key.is_file():
+        found.update(cert=cert, key=key)
+    return found
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.provision",
         description="Make a device's config.json and DER certificate files from what AWS IoT issued.",
     )
     parser.add_argument("--thing", required=True, help="the thing name (also the MQTT client id)")
     parser.add_argument("--endpoint", help="<prefix>-ats.iot.<region>.amazonaws.com, or localhost")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, help=f"MQTT port (default {DEFAULT_PORT}, or the stand-in's)")
     parser.add_argument("--cert", type=Path, help="the thing's certificate (PEM, as AWS issues it)")
     parser.add_argument("--key", type=Path, help="the thing's private key (PEM)")
     parser.add_argument("--ca", type=Path, help="Amazon Root CA 1 (PEM), or the stand-in's CA")
+    parser.add_argument(
+        "--standin",
+        type=Path,
+        metavar="DIR",
+        help="a local stand-in's state folder: endpoint, port, CA (and the thing's certificate and key, "
+        "if it issued them) from DIR/standin.json; the options above override them",
+    )
     parser.add_argument("--board", default="esp32", help="folder under boards/ (default esp32)")
     parser.add_argument("--wifi-ssid", default="")
-    parser.add_argument("--wifi-password", default="")
+    parser.add_argument(
+        "--wifi-password", help=f"default: the {PASSWORD_ENV} environment variable (on no command line)"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default state/provision/<thing>)")
     parser.add_argument(
         "--create-in-aws",
         action="store_true",
         help="create thing, certificate and policy with boto3 (AWS credentials needed)",
     )
-    args = parser.parse_args(argv)
-    out = args.out or ROOT / "state" / "provision" / args.thing
+    return parser
+
+
+def inputs_from(args: argparse.Namespace) -> Inputs:
+    """The command line, with what --standin supplies where an option was not given."""
+    given = {"endpoint": args.endpoint, "port": args.port, "cert": args.cert, "key": args.key, "ca": args.ca}
+    found = from_standin(args.standin, args.thing) if args.standin else {}
+    values = {name: value if value is not None else found.get(name) for name, value in given.items()}
     inputs = Inputs(
         thing=args.thing,
-        endpoint=args.endpoint or "",
-        port=args.port,
-        cert=args.cert,
-        key=args.key,
-        ca=args.ca,
+        endpoint=values["endpoint"] or "",
+        port=values["port"] if values["port"] is not None else DEFAULT_PORT,
+        cert=values["cert"],
+        key=values["key"],
+        ca=values["ca"],
         board=args.board,
         wifi_ssid=args.wifi_ssid,
-        wifi_password=args.wifi_password,
+        wifi_password=args.wifi_password
+        if args.wifi_password is not None
+        else os.environ.get(PASSWORD_ENV, ""),
+        standin=args.endpoint is None and "endpoint" in found,
     )
-    if args.create_in_aws:
-        name_problem = check_thing_name(args.thing)
-        if name_problem:
-            print(f"provision: {name_problem}", file=sys.stderr)
-            return 2
-        try:
-            import boto3
-            import botocore.exceptions
+    if args.standin and (inputs.cert is None or inputs.key is None) and not args.create_in_aws:
+        raise ProvisionError(
+            [
+                f"the stand-in in {args.standin} has issued no certificate for {args.thing}: `"
+                f"{as_typed(sys.executable)} -m tools.standin create-thing {args.thing} "
+                f"--state {args.standin}`, or give --cert and --key"
+            ]
+        )
+    return inputs
 
-            iot = boto3.client("iot")
-            inputs.cert, inputs.key, inputs.endpoint = create_in_aws(iot, args.thing, out)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            print(f"provision: AWS said: {error}", file=sys.stderr)
-            return 2
-    elif not args.endpoint:
-        print("provision: --endpoint is needed (or --create-in-aws to ask AWS for it)", file=sys.stderr)
-        return 2
+
+def summary(inputs: Inputs) -> str:
+    wifi = f"Wi-Fi {inputs.wifi_ssid!r} (password not shown)" if inputs.wifi_ssid else "no Wi-Fi"
+    return f"{inputs.thing} on {inputs.endpoint}:{inputs.port}, board {inputs.board}, {wifi}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = args.out or ROOT / "state" / "provision" / args.thing
     try:
+        inputs = inputs_from(args)
+        if args.create_in_aws:
+            name_problem = check_thing_name(args.thing)
+            if name_problem:
+                raise ProvisionError([name_problem])
+            inputs.cert, inputs.key, inputs.endpoint = aws_identity(args.thing, out)
+        elif not inputs.endpoint:
+            raise ProvisionError(
+                ["--endpoint is needed (or --standin DIR, or --create-in-aws to ask AWS for it)"]
+            )
         written = provision(inputs, out)
     except ProvisionError as error:
-        for problem in error.args[0]:
+        problems = error.args[0]
+        for problem in problems:
             print(f"provision: {problem}", file=sys.stderr)
-        print(f"provision: {len(error.args[0])} problem(s); nothing written", file=sys.stderr)
+        if len(problems) > 1:
+            print(f"provision: {len(problems)} problem(s); nothing written", file=sys.stderr)
         return 2
     for path in written:
         print(f"provision: wrote {path}")
+    print(f"provision: {summary(inputs)}")
     print(f"provision: next, `make deploy PORT=<serial port> CONFIG={out}`")
     return 0
+
+
+def aws_identity(thing: str, out: Path) -> tuple[Path, Path, str]:
+    """create_in_aws with the default boto3 client; ProvisionError with what AWS said."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        return create_in_aws(boto3.client("iot"), thing, out)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise ProvisionError([f"AWS said: {error}"]) from None
+    except OSError as error:
+        raise ProvisionError([f"cannot write {error.filename or out}: {error.strerror or error}"]) from None
 
 
 if __name__ == "__main__":

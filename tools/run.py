@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import stopped_by
 from tools.simdevice import SimDevice, provision
 from tools.standin import StandIn
 from tools.standin.device import Device
@@ -182,7 +183,10 @@ def run_demo(aws: StandIn, device: SimDevice, timeout: float, live: bool) -> int
             for job in jobs:
                 rows[job.job_id] = aws.describe_execution(job.job_id, THING)
             done = all(rows[j.job_id].get("status") in TERMINAL for j in jobs)
-            app_seen = telemetry.latest.get("app") == APP_VERSION
+            latest = telemetry.latest
+            app_seen = latest.get("app") == APP_VERSION
+            # the counters survive the demo's resets: wait for the message that counts every job
+            app_seen = app_seen and latest.get("jobs_ok", 0) + latest.get("jobs_failed", 0) >= len(jobs)
             if live:
                 sys.stdout.write("\x1b[H\x1b[2J" + render(jobs, rows, started, telemetry.latest) + "\n")
                 sys.stdout.flush()
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _interrupt)
     aws = device = None
     try:
-        aws, device = start_stack(args.state, interval_s=2)
+        aws, device = start_stack(args.state, interval_s=1)
         print(
             f"stand-in up: MQTT localhost:{aws.port}, control plane {aws.control_url}; device {THING} booting"
         )
@@ -278,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         return result
     except KeyboardInterrupt:
         return 130
+    except (
+        OSError,
+        RuntimeError,
+    ) as error:  # a state folder that cannot be made, a broker that will not start
+        print(f"make run: {stopped_by(error, args.state)}", file=sys.stderr)
+        return 1
     finally:
         if device:
             device.stop()

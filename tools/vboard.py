@@ -25,6 +25,7 @@ board folder (vfs.VfsPosix) and whose sys.path is the ESP32's ['', '.frozen', '/
 import argparse
 import os
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -35,7 +36,7 @@ import tty
 from collections import deque
 from pathlib import Path
 
-from tools.mpenv import micropython_binary
+from tools.mpenv import as_typed, micropython_binary, venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "vboard_agent.py"
@@ -77,6 +78,7 @@ class VirtualBoard:
         self._paste: int | None = None  # bytes received since the last window, in raw-paste mode
         self._escape = b""  # 0x05 'A' 0x01 being received
         self._out = bytearray()
+        self._last_output = b""  # the end of what the process printed, for a failure message
         self._interrupted_at: float | None = None
 
     # ---- life cycle ----
@@ -254,13 +256,17 @@ class VirtualBoard:
 
     def _forward(self, data: bytes):
         if data:
+            self._last_output = (self._last_output + data)[-400:]
             self._write(data if self._raw else data.replace(b"\n", b"\r\n"))
 
     def _agent_ended(self):
         """The process exited (machine.reset(), sys.exit, a crash): a hard reset."""
         self._forward(bytes(self._out))
         if not self._ready:
-            self.failed = f"the MicroPython process ({micropython_binary()}) ended before it was ready"
+            said = self._last_output.decode(errors="replace").strip().splitlines()
+            self.failed = f"the MicroPython process ({micropython_binary()}) ended before it was ready" + (
+                f": {said[-1]}" if said else ""
+            )
             self._write(b"\r\nvboard: " + self.failed.encode() + b"\r\n")
             self._kill()
             return
@@ -357,6 +363,20 @@ class VirtualBoard:
             self._write(bytes([byte]))
 
 
+def unusable(root: Path) -> str | None:
+    """Why the board cannot start with filesystem `root` (a sentence), or None."""
+    if root.exists() and not root.is_dir():
+        return f"cannot use {root} as the board's filesystem: it is not a folder"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot use {root} as the board's filesystem: {error.strerror}"
+    binary = micropython_binary()
+    if not shutil.which(binary):
+        return f"the MicroPython Unix port {binary} was not found: run `make setup` (or set MICROPYTHON)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.vboard",
@@ -377,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
         help="where frozen modules are found (default build/deps)",
     )
     args = parser.parse_args(argv)
+    problem = unusable(args.root)
+    if problem:
+        print(f"vboard: {problem}", file=sys.stderr)
+        return 2
     board = VirtualBoard(args.root, tuple(args.frozen), tuple(args.frozen_path or [ROOT / "build" / "deps"]))
     port = board.start()
+    mpremote = as_typed(venv_tool("mpremote") or "mpremote")
     print(f"vboard: serial port {port}  (filesystem {board.root})", flush=True)
-    print(f"vboard: try  mpremote connect {port} ls :   Ctrl-C here stops the board", flush=True)
+    print(f"vboard: try  {mpremote} connect {port} ls :   Ctrl-C here stops the board", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while not board.failed:

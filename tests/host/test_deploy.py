@@ -1,5 +1,6 @@
 """`make deploy`: mpremote copies the device tree to the virtual board; files really land there."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from tools.vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+# how deploy's hints name mpremote when run from the repository: the venv's, e.g. .venv/bin/mpremote
+TYPED_MPREMOTE = os.path.relpath(MPREMOTE, ROOT) if Path(MPREMOTE).is_relative_to(ROOT) else MPREMOTE
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +177,7 @@ def test_stale_lib_umqtt_is_refused_then_removed_on_request(board, config_dir):
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
     assert "the board has /lib/umqtt, which the frozen umqtt.simple shadows" in refused.stderr
-    assert f"mpremote connect {board.port} rm -r :/lib/umqtt" in refused.stderr
+    assert f"`{TYPED_MPREMOTE} connect {board.port} rm -r :/lib/umqtt`" in refused.stderr
     assert not (board.root / "config.json").exists(), "nothing is copied when refused"
 
     fixed = run_deploy_cli(board, config_dir, "--no-reset", "--remove-stale")
@@ -340,9 +343,101 @@ def test_native_code_for_an_unknown_board_is_named(config_dir, project, tmp_path
         deploy.stage(config_dir, "pyboard", tmp_path / "stage", root=project)
 
 
-def test_a_port_that_does_not_exist_is_named(config_dir, tmp_path):
-    with pytest.raises(deploy.DeployError, match="mpremote exec on /dev/no-such-port failed"):
+def test_a_port_that_does_not_exist_is_named_before_anything_is_built(config_dir, tmp_path):
+    with pytest.raises(deploy.DeployError, match="serial port /dev/no-such-port does not exist"):
         deploy.deploy("/dev/no-such-port", config_dir, out=tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.deploy", "--port", "/dev/no-such-port", "--config", str(config_dir)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "deploy: serial port /dev/no-such-port does not exist: is the board plugged in? "
+        f"(`{TYPED_MPREMOTE} devs` lists the ports)"
+    ]
+
+
+def test_a_port_that_is_no_board_is_named_before_anything_is_built(config_dir, tmp_path):
+    with pytest.raises(deploy.DeployError, match="mpremote exec on /dev/null failed"):
+        deploy.deploy("/dev/null", config_dir, out=tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+
+
+def test_the_staging_folder_keeps_the_secrets_to_its_owner(config_dir, tmp_path):
+    out = tmp_path / "stage"
+    tree = deploy.stage(config_dir, "unix", out)
+    assert out.stat().st_mode & 0o777 == 0o700
+    for path in ("/config.json", "/certs/device.key.der"):
+        assert tree[path].stat().st_mode & 0o777 == 0o600, path
+        assert tree[path].read_bytes() == (config_dir / path.lstrip("/")).read_bytes()
+    assert tree["/certs/device.cert.der"].stat().st_mode & 0o077 != 0, "a certificate is no secret"
+
+
+def test_make_clean_removes_the_staging_folder():
+    """deploy stages in build/deploy/<board>; `make clean` removes that folder (read from its recipe)."""
+    recipe = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    removed = {
+        word.rstrip("/")
+        for line in recipe.stdout.splitlines()
+        if line.startswith("rm ")
+        for word in line.split()
+    }
+    assert deploy.staging_folder("esp32").parent.relative_to(ROOT).as_posix() in removed, recipe.stdout
+
+
+# ---- the user's handlers.py ----
+
+HANDLER = """from jobs import ops
+
+
+class Blink(ops.Op):
+    name = "user.blink"
+    params = (ops.Param("times", ops.INT, lo=1, hi=10),)
+
+    def run(self, job):
+        return {"blinked": str(job.doc["times"])}
+
+
+ops.register(Blink())
+"""
+
+
+def test_handlers_py_is_deployed_to_the_device_root_and_redeployed_when_edited(board, config_dir, tmp_path):
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(HANDLER)
+    first = deploy.deploy(board.port, config_dir, out=tmp_path / "stage", reset=False, handlers=handlers)
+    assert (board.root / "handlers.py").read_text() == HANDLER
+    assert "/handlers.py" in first["copied"]
+    # the board imports it from its root, as main.py does at boot
+    output = mpremote_exec(
+        board, "import handlers; from jobs import ops; print(handlers.__file__, ops.find('user.blink').name)"
+    )
+    assert output.split() == ["handlers.py", "user.blink"]
+
+    handlers.write_text(HANDLER.replace('"blinked"', '"flashed"'))
+    again = deploy.deploy(board.port, config_dir, out=tmp_path / "stage", reset=False, handlers=handlers)
+    assert again["copied"] == ["/handlers.py"]
+    assert '"flashed"' in (board.root / "handlers.py").read_text()
+
+
+def test_a_handlers_py_that_does_not_compile_is_named_with_its_line_and_nothing_is_copied(
+    board, config_dir, tmp_path
+):
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(HANDLER.replace("def run(self, job):", "def run(self, job)"))
+    result = run_deploy_cli(board, config_dir, "--no-reset", "--handlers", str(handlers))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"deploy: {handlers} does not compile, line 8: SyntaxError: invalid syntax "
+        "(mpy-cross; nothing was copied)"
+    ]
+    assert not any(board.root.iterdir()), "nothing reached the board"
+
+
+def test_a_handlers_file_that_does_not_exist_is_named(config_dir, tmp_path):
+    with pytest.raises(deploy.DeployError, match="handlers file .*nothing.py does not exist"):
+        deploy.deploy("/dev/no-such-port", config_dir, handlers=tmp_path / "nothing.py")
 
 
 def test_after_deploy_the_board_boots_main_from_the_deployed_files(board, config_dir, project, tmp_path):

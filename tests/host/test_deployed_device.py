@@ -8,14 +8,15 @@ the defaults.
 1. `make standin`: the local stand-in plays AWS IoT; `python -m tools.standin create-thing`
    registers the thing and issues its certificate as PEM files, as AWS hands them out;
    `aws iot describe-endpoint --endpoint-url …` names the endpoint;
-2. `make provision` turns the PEM files into config.json and DER files;
-3. `make vboard` is the chip's serial side: `make deploy PORT=<its pty>` copies the tree into its
-   folder with the real mpremote;
+2. `make provision STANDIN=<its folder>` reads endpoint, port, CA and the thing's PEM files from
+   the stand-in's standin.json and turns them into config.json and DER files;
+3. `make vboard` is the chip's serial side: `make deploy PORT=<its pty> HANDLERS=…` copies the
+   tree, with the user's handlers.py (the documented example), into its folder with the real mpremote;
 4. Ctrl-C on the board, then `python -m tools.simdevice --deployed <its folder>` boots that tree
    as the device: the deployed main.py under the MicroPython Unix port, importing only the
    deployed .mpy files, plus umqtt.simple (standing in for the frozen one) and the ussl shim;
-5. `aws iot create-job --endpoint-url …` makes a gpio.write and a system.reboot job;
-   `aws iot describe-job-execution` shows both SUCCEEDED.
+5. `aws iot create-job --endpoint-url …` makes a gpio.write, a system.reboot and a customJob job
+   (the deployed handler's operation); `aws iot describe-job-execution` shows all three SUCCEEDED.
 """
 
 import json
@@ -34,9 +35,12 @@ from tools.simdevice import SimDevice, deployed_micropypath
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-THING = "my-esp32"
+THING = "rehearsal-esp32"  # not the real walk's my-esp32: its state/provision folder stays untouched
 LED_ON = '{"operation": "gpio.write", "pin": "LED", "value": 1}'
 REBOOT = '{"operation": "system.reboot"}'
+CUSTOM = '{"operation": "customJob", "otherInfo": "someValue"}'
+HANDLERS = "lib/jobs/ops/custom_example.py"
+JOBS = ("led-on-1", "reboot-1", "custom-1")
 
 
 def run(command: list[str], env: dict | None = None, timeout: float = 60) -> str:
@@ -117,17 +121,18 @@ def test_standin_provision_deploy_boot_the_deployed_tree_and_run_jobs(tmp_path):
         facts = json.loads((state / "standin.json").read_text())
         control, mqtt_port = facts["control_url"], facts["mqtt_port"]
         out = run([sys.executable, "-m", "tools.standin", "create-thing", THING, "--state", str(state)])
-        cert, key = re.search(r"certificate: (\S+\.pem) .*key: (\S+\.pem) ", out).groups()
+        cert = re.search(r"certificate: (\S+\.pem) ", out).group(1)
         marks["thing"] = time.monotonic()
         assert aws("describe-endpoint", "--endpoint-type", "iot:Data-ATS") == {"endpointAddress": "localhost"}
         marks["standin"] = time.monotonic()
 
-        # 2. make provision, with the PEM files
-        run(["make", "-s", "provision", f"THING={THING}", "ENDPOINT=localhost", "BOARD=unix",
-             f"CERT={cert}", f"KEY={key}", f"CA={facts['ca']}",
-             f"PROVISION_ARGS=--port {mqtt_port} --out {config_dir}"])  # fmt: skip
+        # 2. make provision, with what the stand-in's standin.json says and the PEM files it issued
+        run(["make", "-s", "provision", f"THING={THING}", f"STANDIN={state}", "BOARD=unix",
+             f"PROVISION_ARGS=--out {config_dir}"])  # fmt: skip
         config = json.loads((config_dir / "config.json").read_text())
         assert (config["endpoint"], config["port"], config["board"]) == ("localhost", mqtt_port, "unix")
+        issued = (Path(cert).with_suffix(".der")).read_bytes()
+        assert (config_dir / "certs" / "device.cert.der").read_bytes() == issued
         marks["provision"] = time.monotonic()
 
         # 3. terminal 3: the virtual board; make deploy copies the tree into its folder (no reset:
@@ -137,13 +142,20 @@ def test_standin_provision_deploy_boot_the_deployed_tree_and_run_jobs(tmp_path):
             ["make", "-s", "vboard", f"VBOARD_ROOT={board_root}"], tmp_path / "vboard.out"
         ) as vboard:
             pty = wait_for(tmp_path / "vboard.out", r"serial port (\S+)", vboard).group(1)
-            out = run(
-                ["make", "-s", "deploy", f"PORT={pty}", f"CONFIG={config_dir}", "DEPLOY_ARGS=--no-reset"]
-            )
+            out = run(["make", "-s", "deploy", f"PORT={pty}", f"CONFIG={config_dir}", f"HANDLERS={HANDLERS}",
+                       "DEPLOY_ARGS=--no-reset"])  # fmt: skip
             assert "verified by sha256" in out, out
+            assert (board_root / "handlers.py").read_bytes() == (ROOT / HANDLERS).read_bytes()
             ctrl_c(vboard)
         deployed = {"/" + p.relative_to(board_root).as_posix() for p in board_root.rglob("*") if p.is_file()}
-        assert {"/main.py", "/boot.py", "/config.json", "/lib/board.mpy", "/lib/jobs/engine.mpy"} <= deployed
+        assert {
+            "/main.py",
+            "/boot.py",
+            "/handlers.py",
+            "/config.json",
+            "/lib/board.mpy",
+            "/lib/jobs/engine.mpy",
+        } <= deployed
         assert not any(p.endswith(".py") for p in deployed if p.startswith("/lib/")), deployed
         assert not any("ussl" in p or "umqtt" in p for p in deployed), deployed
         marks["deploy"] = time.monotonic()
@@ -165,22 +177,29 @@ def test_standin_provision_deploy_boot_the_deployed_tree_and_run_jobs(tmp_path):
             arn = f"arn:aws:iot:us-east-1:123456789012:thing/{THING}"
             assert aws("create-job", "--job-id", "led-on-1", "--targets", arn, "--document", LED_ON)["jobId"]
             assert aws("create-job", "--job-id", "reboot-1", "--targets", arn, "--document", REBOOT)["jobId"]
+            assert aws("create-job", "--job-id", "custom-1", "--targets", arn, "--document", CUSTOM)["jobId"]
             iot = boto3.client("iot", endpoint_url=control, region_name="us-east-1",
                                aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
-            for job_id in ("led-on-1", "reboot-1"):
+            for job_id in JOBS:
                 deadline = time.monotonic() + 20
                 while status(iot, job_id) in ("QUEUED", "IN_PROGRESS"):
                     assert time.monotonic() < deadline, log.read_text()
                     time.sleep(0.1)
             executions = {
                 job_id: aws("describe-job-execution", "--job-id", job_id, "--thing-name", THING)["execution"]
-                for job_id in ("led-on-1", "reboot-1")
+                for job_id in JOBS
             }
             marks["jobs"] = time.monotonic()
         text = log.read_text()
         assert executions["led-on-1"]["status"] == "SUCCEEDED", (executions, text)
         assert executions["reboot-1"]["status"] == "SUCCEEDED", (executions, text)
         assert executions["reboot-1"]["statusDetails"]["detailsMap"]["step"] == "rebooted", executions
+        # the user's handler, deployed as /handlers.py, ran the job
+        assert executions["custom-1"]["status"] == "SUCCEEDED", (executions, text)
+        assert executions["custom-1"]["statusDetails"]["detailsMap"] == {
+            "otherInfo": "someValue",
+            "handledBy": "customJob",
+        }, executions
         # from the deployed files, at both boots; the LED really changed; the reboot was a new process
         first, second = text.split("--- boot 2 ---")
         assert loaded in first and loaded in second, text
@@ -196,20 +215,20 @@ def test_standin_provision_deploy_boot_the_deployed_tree_and_run_jobs(tmp_path):
 
 # The rehearsal in docs/tooling.md, as shown there (default folders, placeholders as printed):
 # the commands the walk above runs, in their documented form.
-PKI = "build/standin/broker/pki"
 DOCUMENTED = [
     "make standin",
     f".venv/bin/python -m tools.standin create-thing {THING}",
     ".venv/bin/aws --endpoint-url $CONTROL iot describe-endpoint --endpoint-type iot:Data-ATS",
-    f"make provision THING={THING} ENDPOINT=localhost BOARD=unix CERT={PKI}/{THING}.cert.pem "
-    f'KEY={PKI}/{THING}.key.pem CA={PKI}/ca.cert.pem PROVISION_ARGS="--port $MQTT_PORT"',
+    f"make provision THING={THING} STANDIN=build/standin BOARD=unix",
     "make vboard",
-    f"make deploy PORT=/dev/pts/N THING={THING} DEPLOY_ARGS=--no-reset",
+    f"make deploy PORT=/dev/pts/N THING={THING} HANDLERS={HANDLERS} DEPLOY_ARGS=--no-reset",
     ".venv/bin/python -m tools.simdevice --deployed state/vboard",
     f".venv/bin/aws --endpoint-url $CONTROL iot create-job --job-id led-on-1 "
     f"--targets arn:aws:iot:us-east-1:123456789012:thing/{THING} --document '{LED_ON}'",
     f".venv/bin/aws --endpoint-url $CONTROL iot create-job --job-id reboot-1 "
     f"--targets arn:aws:iot:us-east-1:123456789012:thing/{THING} --document '{REBOOT}'",
+    f".venv/bin/aws --endpoint-url $CONTROL iot create-job --job-id custom-1 "
+    f"--targets arn:aws:iot:us-east-1:123456789012:thing/{THING} --document '{CUSTOM}'",
     f".venv/bin/aws --endpoint-url $CONTROL iot describe-job-execution --job-id led-on-1 "
     f"--thing-name {THING}",
 ]
@@ -222,6 +241,21 @@ def test_the_docs_show_the_commands_the_walk_runs():
     commands = [" ".join(line.split("#")[0].split()) for line in block.replace("\\\n", " ").splitlines()]
     missing = [c for c in DOCUMENTED if c not in commands]
     assert not missing, missing
+
+
+def test_the_two_walks_provision_different_things():
+    """The rehearsal must not overwrite the real device's state/provision/<thing> folder."""
+    text = (ROOT / "docs" / "tooling.md").read_text()
+    real = text[
+        text.index("## From zero to a job on a real ESP32") : text.index("## Rehearsal without a chip or AWS")
+    ]
+    rehearsal = text[text.index("## Rehearsal without a chip or AWS") :]
+    real_things = set(re.findall(r"make provision THING=(\S+)", real))
+    rehearsal_things = set(re.findall(r"make provision THING=(\S+)", rehearsal))
+    assert real_things and rehearsal_things and not real_things & rehearsal_things, (
+        real_things,
+        rehearsal_things,
+    )
 
 
 def test_without_the_deployed_library_the_device_does_not_boot(tmp_path):

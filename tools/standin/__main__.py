@@ -18,11 +18,14 @@ notifications it causes are published by the Jobs service of the running `up`.
 import argparse
 import json
 import signal
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
+from tools import stopped_by
+from tools.mpenv import as_typed
 from tools.standin.core import ApiError
 from tools.standin.ota_api import OtaApi
 from tools.standin.store import DEFAULTS, Store
@@ -34,7 +37,8 @@ def _engine(args) -> OtaApi:
     state = Path(args.state) / "state.sqlite"
     if not state.exists():
         raise SystemExit(
-            f"no stand-in state in {args.state}: run `python -m tools.standin up --state {args.state}` first"
+            f"no stand-in state in {args.state}: run `{as_typed(sys.executable)} -m tools.standin up "
+            f"--state {args.state}` first"
         )
     return OtaApi(Store(state))
 
@@ -43,10 +47,29 @@ def _print(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def _check_port(option: str, port: int | None) -> None:
+    """An explicit port must be free on loopback (0: a free one is chosen; None: the kept one)."""
+    if port is None:
+        return
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"{option} {port} is not a TCP port number (0 chooses a free one)")
+    if port:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise SystemExit(
+                    f"{option} {port} is in use on 127.0.0.1: choose another, or 0 for a free one"
+                ) from None
+
+
 def cmd_up(args) -> int:
     from tools.standin import StandIn
     from tools.standin.standin import PortInUse
 
+    for option, port in (("--port", args.port), ("--control-port", args.control_port),
+                         ("--files-port", args.files_port)):  # fmt: skip
+        _check_port(option, port)
     settings = {"minute_seconds": args.minute_seconds} if args.minute_seconds else {}
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -312,6 +335,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except ApiError as err:
         print(f"error: {err.error_type}: {err.message}", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as err:  # a state folder that cannot be made, a broker that will not start
+        print(f"error: {stopped_by(err, args.state)}", file=sys.stderr)
         return 1
 
 
