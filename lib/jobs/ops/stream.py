@@ -316,7 +316,9 @@ class Download:
                 what = "no description" if not self._described else "blocks missing from " + str(self._first())
                 raise ops.Failed("stream " + self.stream_id + ": " + what + " after " + str(stalls) + " requests")
             cfg = self.job.config
-            self._client.pump(clock.backoff_ms(stalls - 1, cfg["retry_base_ms"], cfg["reconnect_max_ms"]))
+            ms = clock.backoff_ms(stalls - 1, cfg["retry_base_ms"], cfg["reconnect_max_ms"])
+            self._client.log("stream:", self.stream_id, "no answer; asking again in", ms, "ms")
+            self._client.pump(ms)
 
     def _ask(self, link):
         """Publish DescribeStream (once) or GetStream for the next window of missing blocks."""
@@ -344,17 +346,17 @@ class Download:
         """Handle what comes until the request is answered or the request timeout passes."""
         job = self.job
         deadline = time.ticks_add(time.ticks_ms(), job.config["request_timeout_ms"])
-        while self.error is None:
-            if self._described and self._waiting == 0:
-                return
-            if not job.progress(self._details()):
-                raise ops.Canceled()
-            if not link.connected:
-                raise OSError("link lost")
+        while self.error is None and not (self._described and self._waiting == 0):
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 return
             link.wait(min(left, _SLICE_MS))
+            # also what the engine needs while a job runs: cancellation seen, watchdog fed,
+            # IN_PROGRESS at its rate (this handles up to 16 more messages)
+            if not job.progress(self._details()):
+                raise ops.Canceled()
+            if not link.connected:
+                raise OSError("link lost")
 
     def _first(self):
         k = self.hashed
