@@ -224,7 +224,7 @@ class Reader:
 def parse(text):
     """The afr_ota document in `text` (bytes of one JSON object), or None when its top level
     has no "afr_ota" key; Invalid(reason) when that key's value is not what AWS sends."""
-    r = Reader(text)
+    r = Reader(memoryview(text))  # slices of a memoryview copy nothing
     r.take(123)
     doc = None
     while r.more(125):

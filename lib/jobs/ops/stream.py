@@ -146,7 +146,7 @@ class FileSink:
                 f = open(path, "r+b")
             except OSError:
                 pass
-        self.file = f or open(path, "wb")
+        self.file = f or open(path, "w+b")
 
     def write(self, index, mv, dl):
         self.file.seek(index * dl.block)
