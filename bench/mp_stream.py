@@ -2,6 +2,7 @@
 # over a real MQTT/TLS link (engine.build) into a file, timed; heap sampled.
 #   micropython mp_stream.py <config.json> <stream id> <file id> <size> <out file> [heap]
 # Prints "@@bench <name> <value>" lines.
+import binascii
 import gc
 import sys
 import time
@@ -83,7 +84,7 @@ def main():
     print("@@bench block_size", dl.block)
     print("@@bench heap_idle", idle)
     print("@@bench heap_peak_above_idle", sink.peak - idle)
-    print("@@bench sha256", "".join("%02x" % b for b in digest))
+    print("@@bench sha256", binascii.hexlify(digest).decode())
 
 
 main()

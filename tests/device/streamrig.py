@@ -53,7 +53,12 @@ class Service:
         request = json.loads(payload)
         if topic.endswith("/describe/json"):
             size = len(self.data) if self.size is None else self.size
-            body = {"c": request.get("c"), "s": self.version, "d": "test", "r": [{"f": self.file_id, "z": size}]}
+            body = {
+                "c": request.get("c"),
+                "s": self.version,
+                "d": "test",
+                "r": [{"f": self.file_id, "z": size}],
+            }
             return [(base + "description/json", json.dumps(body).encode())]
         self.requests.append(request)
         refusal = self.reject_once or self.reject

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.host.e2e import Rig, wait_until
+from tests.host.e2e import Rig
 
 ROLE = "arn:aws:iam::123456789012:role/ota"
 CODESIGN_FILE = "certs/codesign.pub"
@@ -169,7 +169,9 @@ def test_aws_cli_ota_update_over_mqtt_downloads_over_the_stream_reboots_self_tes
     dev = ota_device(rig, "e2e-afr-mqtt")
     image = app_image(150 * 1024 + 77, "2.0.0")
     location = put_file(rig, "fw/afr-mqtt.bin", image)
-    sniffer = rig.sniffer(f"$aws/things/{dev.name}/streams/+/data/json", f"$aws/things/{dev.name}/streams/+/get/json")
+    sniffer = rig.sniffer(
+        f"$aws/things/{dev.name}/streams/+/data/json", f"$aws/things/{dev.name}/streams/+/get/json"
+    )
     https = FileServerCount(rig)
     try:
         made = aws_cli(
@@ -323,7 +325,9 @@ class Intruder:
 
     def ask(self, stream: str) -> None:
         for api, body in (("describe", {"c": "x"}), ("get", {"c": "x", "f": 0, "l": 4096, "n": 4})):
-            info = self.client.publish(f"$aws/things/{self.victim}/streams/{stream}/{api}/json", json.dumps(body), 1)
+            info = self.client.publish(
+                f"$aws/things/{self.victim}/streams/{stream}/{api}/json", json.dumps(body), 1
+            )
             info.wait_for_publish(10)
 
     def close(self) -> None:

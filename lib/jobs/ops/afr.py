@@ -66,15 +66,16 @@ def app_version(version):
     """`updatedBy` in the self-test as the OTA agent sends it: "0x" + major (8 bits), minor (8
     bits), build (16 bits) in hex, for a version of up to three such numbers; else the text."""
     key = version_key(version or "")
-    if key is None or len(key) > 3 or key[0] > 255 or (len(key) > 1 and key[1] > 255):
+    if key is None or len(key) > 3:
         return str(version)
-    key = key + (0,) * (3 - len(key))
-    if key[2] > 0xFFFF:
+    major, minor, build = (list(key) + [0, 0])[:3]
+    if major > 255 or minor > 255 or build > 0xFFFF:
         return str(version)
-    return "0x%02x%02x%04x" % key
+    return "0x%02x%02x%04x" % (major, minor, build)
 
 
 def _v(version):
+    version = str(version)
     return "v" + version if version[:1].isdigit() else version
 
 
@@ -253,7 +254,7 @@ class AfrOta(ops.Op):
         except ops.Failed:
             firmware.spoil(slot, buf)
             raise
-        firmware.install(job, slot, version, _ready(previous, app_version))
+        firmware.install(job, slot, version, _ready(app_version(previous)))
 
     def _files(self, job, name):
         from jobs.ops import codesign
@@ -299,9 +300,9 @@ class AfrOta(ops.Op):
         files.swap(job, name, job.id, _ready(previous))
 
 
-def _ready(previous, form=str):
+def _ready(previous):
     """statusDetails before the reboot into what was installed: the OTA agent's self_test ready."""
-    return {"self_test": "ready", "updatedBy": form(previous)}
+    return {"self_test": "ready", "updatedBy": str(previous)}
 
 
 def _receive(size):

@@ -11,7 +11,7 @@ public key of the code-signing certificate, written by `make provision CODESIGN_
 """
 
 from jobs import ecdsa, ops
-from jobs.ops import download
+from jobs.ops import staging
 
 
 def key(job):
@@ -45,7 +45,7 @@ def check(key, digest, signature):
 
 def check_file(key, path, signature, buf):
     """check() over the SHA-256 of the file at `path`, read into `buf` one block at a time."""
-    hashed = download.hash_file(path, buf)
+    hashed = staging.hash_file(path, buf)
     if hashed is None:
         raise ops.Failed(path + " cannot be read")
     check(key, hashed[0].digest(), signature)

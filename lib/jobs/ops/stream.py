@@ -191,7 +191,6 @@ class Download:
         self.hashed = 0  # blocks [0, hashed) are in the hasher
         self._rbuf = None
         self._token = ""
-        self._client = None
         self._base = b""
         self._window = (0, 0)
         self._waiting = 0  # blocks of the last request not here yet
@@ -269,12 +268,11 @@ class Download:
     def run(self):
         """Fetch every missing block; the SHA-256 of the whole file (bytes)."""
         link, client = self.job.mqtt()
-        self._client = client
         self._token = "ota-" + client.tokens.boot_id
         self._topics(client)
         client.on_stream = self.message
         try:
-            self._fetch()
+            self._fetch(client)
         finally:
             client.on_stream = None
             self._unsubscribe(link, client)
@@ -293,7 +291,7 @@ class Download:
         except OSError:
             link.close()  # the engine reconnects with its own subscriptions only
 
-    def _fetch(self):
+    def _fetch(self, client):
         stalls = 0
         while not self._described or self.received < self.count:
             try:
@@ -302,8 +300,8 @@ class Download:
                 self._ask(link)
                 self._await(link)
             except OSError as error:  # the link dropped: reconnect, subscribe, ask again
-                self._client.log("stream:", self.stream_id, "link lost (" + str(error) + ")")
-                self._client.link.close()
+                client.log("stream:", self.stream_id, "link lost (" + str(error) + ")")
+                client.link.close()
                 continue
             if self.error is not None:
                 raise ops.Failed(self.error)
@@ -317,8 +315,8 @@ class Download:
                 raise ops.Failed("stream " + self.stream_id + ": " + what + " after " + str(stalls) + " requests")
             cfg = self.job.config
             ms = clock.backoff_ms(stalls - 1, cfg["retry_base_ms"], cfg["reconnect_max_ms"])
-            self._client.log("stream:", self.stream_id, "no answer; asking again in", ms, "ms")
-            self._client.pump(ms)
+            client.log("stream:", self.stream_id, "no answer; asking again in", ms, "ms")
+            client.pump(ms)
 
     def _ask(self, link):
         """Publish DescribeStream (once) or GetStream for the next window of missing blocks."""
@@ -340,7 +338,7 @@ class Download:
         if self.version is not None:
             body += b',"s":' + str(self.version).encode()
         body += b',"o":' + str(first).encode() + b',"n":' + str(span).encode()
-        link.publish(self._base + b"get/json", body + b',"b":"' + binascii.hexlify(bits) + b'"}', qos=0)
+        link.publish(self._base + b"get/json", body + b',"b":"' + binascii.hexlify(bytes(bits)) + b'"}', qos=0)
 
     def _await(self, link):
         """Handle what comes until the request is answered or the request timeout passes."""
@@ -379,7 +377,7 @@ class Download:
         data["file"] = self.file_id
         data["block"] = self.block
         data["version"] = self.version
-        data["bitmap"] = binascii.hexlify(self.have).decode()
+        data["bitmap"] = binascii.hexlify(bytes(self.have)).decode()
         self.job.checkpoint(self.phase, data)
 
     # -- the client's stream handler ---------------------------------------------------------------
