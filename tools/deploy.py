@@ -5,7 +5,7 @@
 1. Stage the device tree in build/deploy/<board>/ (printed as a table):
        /boot.py, /main.py                 firmware entry points, as source
        /lib/jobs/...mpy                    the library, compiled with mpy-cross
-       /lib/<module>.mpy                   boards/<board>/*.py, compiled (never boards/unix/ussl.py)
+       /lib/<module>.mpy                   boards/<board>/*.py, compiled
        /config.json, /certs/*.der          from tools/provision.py
    umqtt is never staged: the ESP32 firmware's frozen umqtt.simple (>= 1.4) is the one used.
 2. Ask the board (mpremote exec): its MicroPython version (v1.23 or later is needed: ssl/tls
@@ -31,7 +31,6 @@ from tools import boardfiles, build, provision
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_VERSION = (1, 23, 0)
-NEVER_DEPLOYED = boardfiles.NEVER_DEPLOYED
 CONFIG_FILES = ("config.json", provision.CA_FILE, provision.CERT_FILE, provision.KEY_FILE)
 
 PROBE = """\
@@ -167,7 +166,7 @@ def stage(
         put("/" + name, config_dir / name)
     shutil.rmtree(compiled, ignore_errors=True)
 
-    wrong = [p for p in tree if "umqtt" in p.split("/") or p.rsplit("/", 1)[-1] in NEVER_DEPLOYED]
+    wrong = [p for p in tree if "umqtt" in p.split("/")]
     if wrong:
         raise DeployError(f"refusing to deploy {', '.join(wrong)}: the firmware uses the frozen umqtt")
     return tree
