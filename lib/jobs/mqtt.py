@@ -205,7 +205,7 @@ class MQTT:
                 pass
             raw.connect(addr)
             sock = raw
-            if self.ssl is not None:
+            if self.ssl:
                 step = "TLS"  # the handshake runs in the first write, inside our deadline
                 sock = self.ssl.wrap_socket(raw, server_hostname=self.server, do_handshake_on_connect=False)
             sock.setblocking(False)

@@ -1,5 +1,5 @@
 # CPU and allocation of the MQTT transport's per-message paths, inside MicroPython.
-"""Usage: MICROPYPATH=.frozen:lib:build/deps micropython -X heapsize=16M \
+"""Usage: MICROPYPATH=.frozen:lib:build/deps:tests/device micropython -X heapsize=16M \
             tests/device/bench_mqtt_wire.py [N] [runs] [module...]
 
 jobs.mqtt over an in-memory socket (no broker, no TLS): the transport's own cost per
@@ -18,6 +18,8 @@ import io
 import sys
 import time
 
+from wiresock import WireSocket
+
 TOPIC = b"$aws/things/bench-thing-0001/jobs/job-0001/update"
 UPDATE = (
     b'{"status":"IN_PROGRESS","statusDetails":{"step":"3"},"expectedVersion":2,"clientToken":"feed0001-17"}'
@@ -28,8 +30,11 @@ NOTE = b'{"timestamp":1700000001,"execution":{"jobId":"job-0001","status":"QUEUE
 NOTE = NOTE + b" " * (300 - len(NOTE))
 
 
-class Sink(io.IOBase):
+class Sink(WireSocket):
+    """The scripted socket, reading from a C BytesIO and counting what is written."""
+
     def __init__(self, incoming=b""):
+        super().__init__()
         self.rx = io.BytesIO(incoming)
         self.written = 0
 
@@ -41,24 +46,6 @@ class Sink(io.IOBase):
         n = len(buf) - off if n < 0 else n
         self.written += n
         return n
-
-    def settimeout(self, t):
-        pass
-
-    def setsockopt(self, *a):
-        pass
-
-    def connect(self, addr):
-        pass
-
-    def setblocking(self, flag):
-        pass
-
-    def close(self):
-        pass
-
-    def ioctl(self, request, arg):
-        return arg & 5 if request == 3 else (0 if request == 4 else -22)
 
 
 class Quiet:

@@ -7,29 +7,10 @@ import time
 from jobs import mqtt, tls
 from jobsctl import broker_port, identity, proxy, proxy_port, responder
 from mptest import raises
+from wiresock import Recorder
 
 THING = "engine-1"
 TOPIC = b"$aws/things/engine-1/jobs/notify"
-
-
-class Recorder:
-    def __init__(self):
-        self.messages = []
-        self.large = None
-        self.chunks = []
-
-    def message(self, topic, payload):
-        self.messages.append((bytes(topic), bytes(payload)))
-
-    def large_begin(self, topic, size):
-        self.large = (bytes(topic), size)
-        self.chunks = []
-
-    def large_feed(self, chunk):
-        self.chunks.append(len(chunk))
-
-    def large_end(self):
-        self.chunks.append("end")
 
 
 def _client(port=None, keepalive=30, buffer_size=4096, io_ms=2000, connect_ms=3000, **kw):
@@ -79,10 +60,10 @@ def test_payload_larger_than_the_buffer_is_streamed_in_chunks():
     client, rec = _client(buffer_size=4096)
     client.open([TOPIC])
     responder(cmd="publish", topic=TOPIC.decode(), size=20000)
-    _until(client, lambda: rec.chunks and rec.chunks[-1] == "end")
+    _until(client, lambda: rec.ended)
     assert rec.large == (TOPIC, 20000)
-    assert max(c for c in rec.chunks if c != "end") <= 4096
-    assert sum(c for c in rec.chunks if c != "end") == 20000
+    assert max(rec.chunks) <= 4096
+    assert sum(rec.chunks) == 20000
     client.publish(TOPIC, b"after", qos=1)  # the link still works
     _until(client, lambda: rec.messages)
     assert rec.messages[-1] == (TOPIC, b"after")

@@ -7,7 +7,7 @@ import time
 from jobs import mqtt
 from mptest import raises
 from umqtt.simple import MQTTException
-from wiresock import WireSocket, publish_packet
+from wiresock import Recorder, WireSocket, publish_packet
 
 CONNACK = b"\x20\x02\x00\x00"
 TOPIC = b"$aws/things/t1/jobs/notify-next"
@@ -21,27 +21,6 @@ LENGTHS = (
     (2097151, b"\xff\xff\x7f"),
     (2097152, b"\x80\x80\x80\x01"),
 )
-
-
-class Recorder:
-    def __init__(self):
-        self.messages = []
-        self.large = None
-        self.chunks = []
-        self.ended = 0
-
-    def message(self, topic, payload):
-        self.messages.append((bytes(topic), bytes(payload)))
-
-    def large_begin(self, topic, size):
-        self.large = (bytes(topic), size)
-        self.chunks = []
-
-    def large_feed(self, chunk):
-        self.chunks.append(len(chunk))
-
-    def large_end(self):
-        self.ended += 1
 
 
 def _link(sock=None, keepalive=60, buffer_size=8192, io_ms=300, connect_ms=300, connack=CONNACK, log=None):

@@ -1,4 +1,4 @@
-# wiresock: a scripted socket for byte-exact transport tests, in MicroPython. MIT licence.
+# wiresock: a scripted socket and a recording handler for transport tests, in MicroPython. MIT licence.
 """A stand-in for a connected, non-blocking socket, as umqtt's own tests use an `io.BytesIO`.
 
     sock = WireSocket()
@@ -136,6 +136,29 @@ class WireSocket(io.IOBase):
             self.closed = True
             return 0
         return -_EINVAL
+
+
+class Recorder:
+    """A transport handler that keeps what it was given."""
+
+    def __init__(self):
+        self.messages = []  # (topic, payload) as bytes
+        self.large = None  # (topic, size) of the last streamed message
+        self.chunks = []  # its chunk sizes
+        self.ended = 0  # large_end() calls
+
+    def message(self, topic, payload):
+        self.messages.append((bytes(topic), bytes(payload)))
+
+    def large_begin(self, topic, size):
+        self.large = (bytes(topic), size)
+        self.chunks = []
+
+    def large_feed(self, chunk):
+        self.chunks.append(len(chunk))
+
+    def large_end(self):
+        self.ended += 1
 
 
 def packet(kind, body):
