@@ -216,15 +216,21 @@ class MQTT:
             step = "MQTT"
             self._connack = -1
             self.last_rx = self.last_ping = time.ticks_ms()
-            while self._connack < 0:
-                if not self._receive(deadline) and _expired(deadline):
+            while True:
+                self._receive(deadline)
+                if self._connack >= 0:
+                    break
+                if _expired(deadline):
                     raise LinkDown("no CONNACK")
         except Exception as e:
             self.close()
             if not isinstance(e, (OSError, ValueError)):
                 raise
             # a failed certificate check (wrong CA, wrong host name) is a ValueError
-            why = "no answer within " + str(ms) + " ms" if isinstance(e, LinkDown) and _expired(deadline) else _cause(e)
+            if isinstance(e, LinkDown) and _expired(deadline):
+                why = "no answer within " + str(ms) + " ms"
+            else:
+                why = _cause(e)
             if step == "MQTT" and why.startswith("connection closed"):
                 why += " before CONNACK (certificate, policy or client id not accepted?)"
             raise LinkDown(step + ": " + why)
@@ -274,9 +280,8 @@ class MQTT:
                 if tries and attempt >= tries:
                     raise
                 ms = clock.backoff_ms(attempt - 1, lo_ms, hi_ms)
-                self._log(
-                    "mqtt: connect to %s:%d failed (%s), retry in %d ms" % (self.server, self.port, _cause(e), ms)
-                )
+                where = "%s:%d" % (self.server, self.port)
+                self._log("mqtt: connect to %s failed (%s), retry in %d ms" % (where, _cause(e), ms))
                 (idle or time.sleep_ms)(ms)
 
     def close(self):
@@ -431,8 +436,11 @@ class MQTT:
         self._wait_pid = pid
         self._acked = False
         deadline = time.ticks_add(time.ticks_ms(), self.io_timeout_ms)
-        while not self._acked:
-            if not self._receive(deadline) and _expired(deadline):
+        while True:
+            self._receive(deadline)
+            if self._acked:
+                break
+            if _expired(deadline):  # also while other packets keep coming
                 self._wait_kind = 0
                 raise LinkDown("no " + _ack_name(kind) + " within " + str(self.io_timeout_ms) + " ms")
         self._wait_kind = 0

@@ -260,6 +260,17 @@ def test_a_missing_puback_fails_within_the_io_timeout():
     assert str(caught.value) == "no PUBACK within 200 ms", caught.value
 
 
+def test_other_packets_arriving_all_the_time_do_not_extend_the_wait_for_an_ack():
+    link, sock, rec = _link(io_ms=100)
+    for _ in range(50000):  # far more PINGRESPs than 100 ms can read
+        sock.feed(b"\xd0\x00")
+    t0 = time.ticks_ms()
+    with raises(mqtt.LinkDown):
+        link.publish(b"t", b"x", qos=1)
+    assert _elapsed(t0) < 1000, _elapsed(t0)
+    assert sock.segments, "it read every packet before giving up"
+
+
 def test_publish_refuses_qos_2():
     link, sock, rec = _link()
     with raises(ValueError):
