@@ -66,34 +66,10 @@ _TOPIC_SIZE = const(256)
 _TX_SIZE = const(1024)  # a request up to this size goes out in one write
 _POLL_SLICE_MS = const(200)
 _MAX_LENGTH = const(268435455)  # the largest Remaining Length (four bytes)
-_REFUSED = (
-    "accepted",
-    "unacceptable protocol version",
-    "identifier rejected",
-    "server unavailable",
-    "bad user name or password",
-    "not authorized",
-)
 
 
 class LinkDown(OSError):
     """The connection is unusable (timeout, closed, dead link, failed connect); reconnect."""
-
-
-class _Closed:
-    """In place of the socket while there is none: any I/O says the link is down."""
-
-    def readinto(self, buf, nbytes=-1):
-        raise LinkDown("not connected")
-
-    def write(self, buf, off=0, n=-1):
-        raise LinkDown("not connected")
-
-    def close(self):
-        pass
-
-
-_CLOSED = _Closed()
 
 
 def _expired(deadline):
@@ -110,12 +86,9 @@ def _ack_name(kind):
 
 def _cause(e):
     """A one-line reason for a failed connect or subscribe, as the reconnect log prints it."""
-    if isinstance(e, MQTTException):
-        code = e.args[0] if e.args else -1
-        if code == 0x80:
-            return "SUBSCRIBE refused, SUBACK 0x80"
-        why = _REFUSED[code] if 0 < code < len(_REFUSED) else "unknown code"
-        return "CONNECT refused, CONNACK " + str(code) + ": " + why
+    if isinstance(e, MQTTException):  # the codes: docs/engine.md
+        code = e.args[0] if e.args else 0
+        return "SUBSCRIBE refused, SUBACK 0x80" if code == 0x80 else "CONNECT refused, CONNACK " + str(code)
     return " ".join(str(e).split()) or type(e).__name__
 
 
@@ -162,8 +135,8 @@ class MQTT:
         self._lenbyte = self._hmv[7:8]
         self._tx = bytearray(_TX_SIZE)
         self._ctl = bytearray(2)  # PINGREQ, DISCONNECT
-        self._sock = _CLOSED
-        self._raw = _CLOSED  # the TCP socket under the TLS one: closed by us, see close()
+        self._sock = None
+        self._raw = None  # the TCP socket under the TLS one: closed by us, see close()
         self._poller = select.poll()
         self.handler = None
         self.pid = 0
@@ -232,7 +205,7 @@ class MQTT:
             else:
                 why = _cause(e)
             if step == "MQTT" and why.startswith("connection closed"):
-                why += " before CONNACK (certificate, policy or client id not accepted?)"
+                why += " before CONNACK (certificate or policy refused?)"
             raise LinkDown(step + ": " + why)
         if self._connack:
             code = self._connack
@@ -289,20 +262,18 @@ class MQTT:
         handshake the TLS object no longer holds it, and its descriptor would leak."""
         sock = self._sock
         raw = self._raw
-        self._sock = self._raw = _CLOSED
+        self._sock = self._raw = None
         self.connected = False
-        try:
-            sock.close()
-        except OSError:
-            pass
-        try:
-            raw.close()  # a second close of the same socket does nothing
-        except OSError:
-            pass
+        for s in (sock, raw):  # closing a socket twice does nothing
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
 
     def disconnect(self):
         """Send DISCONNECT (if the link is up) and close."""
-        if self._sock is not _CLOSED:
+        if self._sock is not None:
             try:
                 c = self._ctl
                 c[0] = _DISCONNECT
@@ -409,6 +380,8 @@ class MQTT:
         know `write(buf)`): a partial write goes on without slicing a new memoryview.
         """
         sock = self._sock
+        if sock is None:
+            raise LinkDown("not connected")
         off = 0
         while off < n:
             w = sock.write(buf, off, n - off)  # pyright: ignore[reportCallIssue]
@@ -447,9 +420,10 @@ class MQTT:
 
     def _receive(self, deadline):
         """Handle one packet if one starts before `deadline`; True when one was handled."""
-        if self._sock is _CLOSED:
+        sock = self._sock
+        if sock is None:
             raise LinkDown("not connected")
-        op = self._first_byte(deadline)
+        op = self._first_byte(sock, deadline)
         if op < 0:
             return False
         pkt_deadline = time.ticks_add(time.ticks_ms(), self.io_timeout_ms)
@@ -474,11 +448,11 @@ class MQTT:
         self.last_rx = time.ticks_ms()
         return True
 
-    def _first_byte(self, deadline):
+    def _first_byte(self, sock, deadline):
         """The first byte of the next packet, or -1 when `deadline` passes first."""
         while True:
             self._keepalive()
-            r = self._sock.readinto(self._first)
+            r = sock.readinto(self._first)
             if r:
                 self.last_rx = time.ticks_ms()
                 return self._hbuf[0]
@@ -510,6 +484,8 @@ class MQTT:
     def _read(self, mv, n, deadline):
         """Fill mv[:n] before `deadline` or raise LinkDown."""
         sock = self._sock
+        if sock is None:
+            raise LinkDown("not connected")
         got = 0
         while got < n:
             r = sock.readinto(mv, n) if got == 0 else sock.readinto(mv[got:n])

@@ -153,9 +153,7 @@ def test_reconnect_logs_host_port_cause_and_delay_then_succeeds():
     link.reconnect([TOPIC], 100, 400, idle=slept.append)
     assert link.connected and len(socks) == 3
     where = "mqtt: connect to 127.0.0.1:1883 failed ("
-    assert (
-        lines[0] == where + "CONNECT refused, CONNACK 5: not authorized), retry in " + str(slept[0]) + " ms"
-    )
+    assert lines[0] == where + "CONNECT refused, CONNACK 5), retry in " + str(slept[0]) + " ms"
     assert lines[1].startswith(where + "MQTT: connection closed by the broker"), lines
     assert lines[1].endswith("), retry in " + str(slept[1]) + " ms"), lines
     assert 50 <= slept[0] <= 100 and 100 <= slept[1] <= 200, slept
