@@ -10,9 +10,9 @@ Two ways to boot it:
   MICROPYPATH;
 * `deployed=True`: the tree `make deploy` copied into `root` (a virtual board's folder):
   `root/main.py`, with MICROPYPATH `.frozen`, build/deps (umqtt.simple, standing in for the
-  ESP32 firmware's frozen one, so it comes before /lib as `.frozen` does there), a folder
-  holding only the host shim `ussl.py`, and `root/lib` (the deployed .mpy files and board
-  module). Nothing from the repository's lib/ or boards/ can be imported.
+  ESP32 firmware's frozen one, so it comes before /lib as `.frozen` does there) and
+  `root/lib` (the deployed .mpy files and board module). Nothing from the repository's lib/
+  or boards/ can be imported.
 """
 
 import argparse
@@ -34,22 +34,9 @@ EXIT_CONFIG = 78  # firmware/main.py: config.json is bad; booting again would no
 _CRASH_PAUSE_S = 0.5
 
 
-def host_shim_folder() -> Path:
-    """A folder with only boards/unix/ussl.py (linked), so the shim comes without the unix board."""
-    folder = ROOT / "build" / "hostshim"
-    folder.mkdir(parents=True, exist_ok=True)
-    link = folder / "ussl.py"
-    if not link.exists():
-        try:
-            link.symlink_to(ROOT / "boards" / "unix" / "ussl.py")
-        except FileExistsError:
-            pass  # another runner made it just now
-    return folder
-
-
 def deployed_micropypath(root: Path) -> str:
     """The path of a deployed tree: frozen stand-ins first (as on an ESP32), then root/lib."""
-    parts = [ROOT / "build" / "deps", host_shim_folder(), Path(root).resolve() / "lib"]
+    parts = [ROOT / "build" / "deps", Path(root).resolve() / "lib"]
     return ":".join([".frozen"] + [str(p) for p in parts])
 
 

@@ -401,17 +401,21 @@ def build(cfg, board, log=print):
     from jobs.scan import Scanner
 
     root = getattr(board, "root", "")
-    link = tls.new_client(
-        mqtt.MQTT,
+    # the DER bytes go straight into the context and are not kept (about 3 KB)
+    ctx = tls.context(
+        _read(store.join(root, cfg["ca"])), _read(store.join(root, cfg["cert"])), _read(store.join(root, cfg["key"]))
+    )
+    link = mqtt.MQTT(
         cfg["thing_name"],
         cfg["endpoint"],
         cfg["port"],
         cfg["keepalive"],
-        _read(store.join(root, cfg["ca"])),
-        _read(store.join(root, cfg["cert"])),
-        _read(store.join(root, cfg["key"])),
+        ssl=ctx,
+        buffer_size=cfg["buffer_size"],
+        connect_timeout_ms=cfg["connect_timeout_ms"],
+        io_timeout_ms=cfg["request_timeout_ms"],
+        log=log,
     )
-    link.setup(cfg["buffer_size"], cfg["connect_timeout_ms"], cfg["request_timeout_ms"])
     client = C.Client(link, topics.Topics(cfg["thing_name"]), token.Tokens(), Scanner(), cfg, log)
     telemetry = None
     if cfg["telemetry_interval_s"]:
