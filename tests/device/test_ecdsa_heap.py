@@ -16,7 +16,7 @@ def test_verifications_fit_a_40k_heap_and_keep_nothing():
     with open(env("MPTEST_ECDSA") + "/few.json") as f:
         cases = json.load(f)
     checks = []
-    for name, digest, der, key, verdict in cases:
+    for _, digest, der, key, verdict in cases:
         checks.append(
             (
                 binascii.unhexlify(digest),
