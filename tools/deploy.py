@@ -43,6 +43,7 @@ MIN_VERSION = (1, 23, 0)
 CONFIG_FILES = ("config.json", provision.CA_FILE, provision.CERT_FILE, provision.KEY_FILE)
 SECRET_FILES = ("config.json", provision.KEY_FILE)
 HANDLERS = "/handlers.py"  # the device root: main.py imports `handlers` from there at boot
+OPTIONAL_CONFIG_FILES = (provision.CODESIGN_FILE,)  # deployed when make provision wrote them
 
 PROBE = """\
 import sys, os
@@ -209,6 +210,9 @@ def stage(
         put("/lib/" + source.stem + ".mpy", (compiled / source.relative_to(root)).with_suffix(".mpy"))
     for name in CONFIG_FILES:
         put("/" + name, config_dir / name)
+    for name in OPTIONAL_CONFIG_FILES:
+        if (config_dir / name).is_file():
+            put("/" + name, config_dir / name)
     shutil.rmtree(compiled, ignore_errors=True)
 
     wrong = [p for p in tree if "umqtt" in p.split("/")]

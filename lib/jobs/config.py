@@ -53,6 +53,7 @@ SCHEMA = (
     ("board_ota", _BOOL, _OPTIONAL, 0, 1, False),
     ("board_ota_slot_size", _INT, _OPTIONAL, 4096, 16777216, False),
     ("board_firmware_version", _STR, _OPTIONAL, 1, 32, False),
+    ("codesign_key", _STR, _OPTIONAL, 1, 128, False),
 )
 
 

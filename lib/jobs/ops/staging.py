@@ -18,7 +18,7 @@ from jobs.ops import transfer
 _RESERVE_BLOCKS = const(2)  # LittleFS writes metadata copy-on-write: keep a little free
 
 
-def _hash_file(path, buf, limit=-1):
+def hash_file(path, buf, limit=-1):
     """(sha256 hasher, bytes read) over the first `limit` bytes of path (all: -1); None when
     it cannot be read."""
     hasher = hashlib.sha256()
@@ -39,7 +39,7 @@ def _hash_file(path, buf, limit=-1):
 
 def sha_of(path, buf):
     """Hex SHA-256 of the file at path, or None when it cannot be read."""
-    hashed = _hash_file(path, buf)
+    hashed = hash_file(path, buf)
     return transfer.hexdigest(hashed[0]) if hashed is not None else None
 
 
@@ -48,7 +48,7 @@ def _resume_point(job, phase, part, size, buf):
     reset in `phase` and the .part still holds those bytes, else (0, a fresh hasher)."""
     offset = job.data.get("offset", 0) if phase is not None and job.phase == phase else 0
     if 0 < offset <= size and offset % transfer.BLOCK == 0:
-        kept = _hash_file(part, buf, offset)
+        kept = hash_file(part, buf, offset)
         if kept is not None and kept[1] == offset:
             return offset, kept[0]
     return 0, hashlib.sha256()
