@@ -91,6 +91,7 @@ class Engine:
             self.log("engine:", _reason(e))
             if not isinstance(e, OSError):
                 sys.print_exception(e)
+                self._pause()  # what is not a link failure must not spin the loop
             self.link.close()
             self.want_next = True
             self.want_recover = True
