@@ -92,26 +92,26 @@ def test_a_missing_certificate_halts_naming_the_resolved_path(tmp_path, monkeypa
     assert "Traceback" not in device.output()
 
 
+def boot_log_until(root: Path, text: str, timeout: float = 20) -> str:
+    """Boot `root` from a fresh log until `text` shows in it; the log."""
+    (root / "device.log").unlink(missing_ok=True)
+    device = SimDevice(root).start()
+    try:
+        until(device, lambda: text in device.output(), timeout, text)
+        return device.output()
+    finally:
+        device.stop()
+
+
 def test_handlers_py_a_syntax_error_names_its_line_an_exception_prints_its_traceback(tmp_path):
     root = write_config(tmp_path / "dev", boot_timeout_ms=1000)
     garbage_certs(root)
     (root / "handlers.py").write_text("from jobs import ops\n\n\ndef broken(:\n    pass\n")
-    device = SimDevice(root).start()
-    try:
-        until(device, lambda: "TLS setup" in device.output(), 20, "boot reached the TLS setup")
-        out = device.output()
-    finally:
-        device.stop()
+    out = boot_log_until(root, "TLS setup")  # the boot went on after it
     assert "main: handlers.py: SyntaxError: invalid syntax; its operations are not registered" in out
     assert f'File "{root}/handlers.py", line 4\nSyntaxError: invalid syntax' in out
     (root / "handlers.py").write_text("def helper():\n    return 1 / 0\n\n\nhelper()\n")
-    (root / "device.log").unlink()
-    device = SimDevice(root).start()
-    try:
-        until(device, lambda: "TLS setup" in device.output(), 20, "boot reached the TLS setup")
-        out = device.output()
-    finally:
-        device.stop()
+    out = boot_log_until(root, "TLS setup")
     assert "main: handlers.py: ZeroDivisionError: divide by zero; its operations are not registered" in out
     assert f'File "{root}/handlers.py", line 5, in <module>' in out  # the traceback, to the line
     assert f'File "{root}/handlers.py", line 2, in helper' in out
@@ -226,6 +226,22 @@ def test_a_halt_rolls_back_a_pending_application_first(tmp_path):
     assert "main: rolling back the pending application 2 first" in device.output()
     state = json.loads(app.read_text())
     assert (state["dir"], state["version"], state["state"], state["rolledBack"]) == ("a", "1", "VALID", "b")
+
+
+def test_a_pending_image_that_cannot_come_up_is_rolled_back_by_the_reset(tmp_path):
+    root = write_config(tmp_path / "dev", boot_timeout_ms=1000)
+    garbage_certs(root)
+    pending_firmware(root)
+    (root / "simboard" / "network.json").write_text(json.dumps({"wifi": "STAT_NO_AP_FOUND"}))
+    device = SimDevice(root).start()
+    try:
+        until(device, lambda: "--- boot 2 ---" in device.output() and otadata(root).get("running") == "ota_0",
+              20, "the reset after the failed boot, into the previous image")  # fmt: skip
+    finally:
+        device.stop()
+    assert device.exits[0] == EXIT_RESET
+    assert "main: resetting in 3 s (Ctrl-C for the REPL): boot: network failed" in device.output()
+    assert otadata(root)["slots"]["ota_1"]["state"] == "ABORTED"
 
 
 def test_an_image_that_stays_pending_after_the_rollback_reset_halts_rather_than_looping(tmp_path):

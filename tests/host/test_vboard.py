@@ -300,3 +300,36 @@ def test_the_command_line_board_says_when_main_py_halted(tmp_path):
         "vboard: main.py halted; the board waits at its REPL: main: config.json: not valid JSON / "
         "main: halted; fix it at the REPL (e.g. mpremote), then reset the board\n"
     ), lines
+
+
+def test_after_deploys_reset_the_virtual_board_runs_the_firmware_as_a_chip(tmp_path):
+    """The deployed tree boots in the board's own process ('/' is the device root): it connects to
+    the stand-in, moves the LED, and a system.reboot job is a hard reset of the board."""
+    deps = ROOT / "build" / "deps"
+    if not (deps / "umqtt" / "simple.py").exists():
+        pytest.skip("umqtt.simple not fetched: run `make setup`")
+    from tools import deploy, provision
+    from tools.standin import StandIn
+
+    with StandIn(tmp_path / "aws") as aws:
+        identity = aws.thing("vb-chip", "rsa")
+        inputs = provision.Inputs(
+            thing="vb-chip",
+            endpoint="localhost",
+            cert=identity.cert_pem,
+            key=identity.key_pem,
+            ca=aws.ca.cert_pem,
+            board="unix",
+            port=aws.port,
+        )
+        provision.provision(inputs, tmp_path / "config")
+        with VirtualBoard(tmp_path / "board", frozen=("umqtt.simple",), frozen_path=(deps,)) as vb:
+            deploy.deploy(vb.port, tmp_path / "config", out=tmp_path / "stage")
+            aws.create_job("led-on", {"operation": "gpio.write", "pin": "LED", "value": 1}, ["vb-chip"])
+            assert aws.wait_terminal("led-on", "vb-chip", timeout=30)["status"] == "SUCCEEDED"
+            resets = vb.resets
+            aws.create_job("reboot", {"operation": "system.reboot"}, ["vb-chip"])
+            done = aws.wait_terminal("reboot", "vb-chip", timeout=30)
+            assert done["status"] == "SUCCEEDED", done
+            assert vb.resets == resets + 1 and vb.halts == 0
+    assert (tmp_path / "board" / "simboard" / "pins.log").read_text().split() == ["LED", "4", "0", "1"]
