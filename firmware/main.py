@@ -23,7 +23,6 @@ from micropython import const
 _NETWORK_MS = const(30000)  # one Wi-Fi attempt (the wait feeds the watchdog)
 _RETRY_MIN_MS = const(1000)
 _RETRY_MAX_MS = const(30000)
-_SLICE_MS = const(1000)  # a sleep feeds the watchdog at least this often
 _RESET_PAUSE_MS = const(3000)  # before a reset: time for a Ctrl-C into the REPL, no tight boot loop
 _INTERRUPTED_WDT_MS = const(3600000)  # after Ctrl-C: an hour at the REPL before the watchdog resets
 _CERTS = ("ca", "cert", "key")
@@ -40,7 +39,9 @@ def _reason(error):
 
 
 def _on_root(root, path):
-    return path if path.startswith("/") else root.rstrip("/") + "/" + path
+    from jobs import store
+
+    return store.join(root, path)
 
 
 def _exists(path):
@@ -82,11 +83,9 @@ class _Boot:
             self.wdt.feed()
 
     def sleep(self, ms):
-        while ms > 0:
-            self.feed()
-            step = min(ms, _SLICE_MS)
-            time.sleep_ms(step)
-            ms -= step
+        from jobs import clock
+
+        clock.sleep(ms, self.feed)
 
     def run(self, problem):
         """The boot; `problem` is why config.json did not load (None when it did)."""

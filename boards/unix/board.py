@@ -37,10 +37,6 @@ _IMAGE_MAGIC = const(0xE9)  # first byte of every ESP32 app image
 _booted = None  # (otadata dict, last reset reason, state folder), once per process
 
 
-def _join(root, name):
-    return root.rstrip("/") + "/" + name
-
-
 class SimPin:
     """machine.Pin's value() over the board's pin state file."""
 
@@ -68,7 +64,7 @@ class SimPartition:
     def __init__(self, board, label):
         self._board = board
         self.label = label
-        self.path = _join(board._dir, label + ".bin")
+        self.path = store.join(board._dir, label + ".bin")
         self.size = board._slot_size
 
     def info(self):
@@ -144,7 +140,7 @@ class Board:
         config = config or {}
         state = config.get("board_state_dir") or os.getenv("JOBS_BOARD_STATE") or "state"
         self.root = state.rstrip("/") or "/"
-        self._dir = _join(self.root, "simboard")  # not "board/": a folder would shadow board.py
+        self._dir = store.join(self.root, "simboard")  # not "board/": a folder would shadow board.py
         store.makedirs(self._dir)
         self._has_ota = config.get("board_ota", True)
         self._slot_size = config.get("board_ota_slot_size", _SLOT_SIZE)
@@ -161,7 +157,7 @@ class Board:
 
     def _levels(self):
         if self._pin_cache is None:
-            self._pin_cache = store.load(_join(self._dir, "pins.json"), {})
+            self._pin_cache = store.load(store.join(self._dir, "pins.json"), {})
         return self._pin_cache
 
     def _set_level(self, pin, level):
@@ -171,8 +167,8 @@ class Board:
         if old == level and key in levels:
             return
         levels[key] = level
-        store.save(_join(self._dir, "pins.json"), levels)
-        with open(_join(self._dir, "pins.log"), "a") as f:
+        store.save(store.join(self._dir, "pins.json"), levels)
+        with open(store.join(self._dir, "pins.log"), "a") as f:
             f.write(pin.alias + " " + key + " " + str(old) + " " + str(level) + "\n")
 
     def boot_held(self):
@@ -186,7 +182,7 @@ class Board:
 
     def reset(self, reason):
         """Record `reason`, then end the process with status 75 (the runner restarts it)."""
-        store.save(_join(self._dir, "reset.json"), {"reason": str(reason)})
+        store.save(store.join(self._dir, "reset.json"), {"reason": str(reason)})
         global _booted
         _booted = None
         sys.exit(EXIT_RESET)
@@ -199,7 +195,7 @@ class Board:
         global _booted
         if _booted is not None and _booted[2] == self._dir:
             return
-        data = store.load(_join(self._dir, "otadata.json"), None)
+        data = store.load(store.join(self._dir, "otadata.json"), None)
         if data is None:
             data = {"boot": "ota_0", "previous": None, "slots": {"ota_0": {"state": "VALID"}}}
             data["slots"]["ota_0"]["version"] = self._initial_version
@@ -211,10 +207,10 @@ class Board:
             slot["state"] = "ABORTED"  # reset before mark-valid: roll back
             boot = data["boot"] = data["previous"]
         data["running"] = boot
-        store.save(_join(self._dir, "otadata.json"), data)
-        recorded = store.load(_join(self._dir, "reset.json"), None)
+        store.save(store.join(self._dir, "otadata.json"), data)
+        recorded = store.load(store.join(self._dir, "reset.json"), None)
         if recorded is not None:
-            os.remove(_join(self._dir, "reset.json"))
+            os.remove(store.join(self._dir, "reset.json"))
         reason = recorded["reason"] if recorded else "power on"
         _booted = (data, reason, self._dir)
 
@@ -236,7 +232,7 @@ class Board:
         """Remember the firmware version written into slot `label` (before set_boot)."""
         data = self._otadata()
         data["slots"][label] = {"state": "EMPTY", "version": version}
-        store.save(_join(self._dir, "otadata.json"), data)
+        store.save(store.join(self._dir, "otadata.json"), data)
 
     def _select(self, label):
         data = self._otadata()
@@ -244,12 +240,12 @@ class Board:
         slot["state"] = "NEW"
         data["previous"] = data["running"]
         data["boot"] = label
-        store.save(_join(self._dir, "otadata.json"), data)
+        store.save(store.join(self._dir, "otadata.json"), data)
 
     def mark_valid(self):
         data = self._otadata()
         data["slots"][data["running"]]["state"] = "VALID"
-        store.save(_join(self._dir, "otadata.json"), data)
+        store.save(store.join(self._dir, "otadata.json"), data)
 
     def boot_state(self):
         data = self._otadata()
@@ -262,7 +258,7 @@ class Board:
     # --- the rest ---------------------------------------------------------------------------
     def connect_network(self, timeout_ms=0, feed=None):
         """No radio: up at once, unless network.json simulates a fault (the messages espboard gives)."""
-        fault = store.load(_join(self._dir, "network.json"), None)
+        fault = store.load(store.join(self._dir, "network.json"), None)
         if not isinstance(fault, dict):
             return True
         if fault.get("wifi"):

@@ -113,11 +113,7 @@ class Engine:
             self.wdt.feed()
 
     def _sleep(self, ms):
-        while ms > 0:
-            self.feed()
-            step = min(ms, 1000)
-            time.sleep_ms(step)
-            ms -= step
+        clock.sleep(ms, self.feed)
 
     def connect(self):
         """Open the link (backoff between tries), then ask again: a lost notification never

@@ -228,24 +228,26 @@ class MQTT:
         i = self._put_str(i + 10, cid)
         self._write(tx, i, deadline)
 
-    def open(self, subscriptions):
-        """Connect and subscribe every filter (QoS 1)."""
+    def open(self, subscriptions, idle=None):
+        """Connect and subscribe every filter (QoS 1); idle(0) after each step (a watchdog)."""
         self.connect()
         for topic in subscriptions:
+            if idle is not None:
+                idle(0)
             self.subscribe(topic, 1)
 
     def reconnect(self, subscriptions, lo_ms, hi_ms, tries=0, idle=None):
         """`open` until it succeeds, backing off from lo_ms to hi_ms with jitter.
 
         `tries` = 0 tries for ever, else the last error is raised after that many failures.
-        Between tries it calls `idle(ms)` (default time.sleep_ms), so a caller can feed a
-        watchdog. One try takes at most DNS + connect_timeout_ms + one io_timeout_ms per
-        subscription.
+        Between tries it calls `idle(ms)` (default time.sleep_ms), and `idle(0)` between the
+        steps of a try, so a caller can feed a watchdog. One try takes at most DNS +
+        connect_timeout_ms + one io_timeout_ms per subscription.
         """
         attempt = 0
         while True:
             try:
-                self.open(subscriptions)
+                self.open(subscriptions, idle)
                 return
             except (OSError, MQTTException) as e:
                 self.close()

@@ -143,8 +143,10 @@ def test_reconnect_resubscribes_after_the_link_is_cut():
     with raises(OSError):
         for _ in range(50):
             client.wait(100)
-    client.reconnect([TOPIC], 10, 100)
+    idled = []
+    client.reconnect([TOPIC, TOPIC + b"/2"], 10, 100, idle=idled.append)
     assert client.connects == 2
+    assert idled.count(0) == 2, idled  # between the steps of the try: the watchdog is fed
     client.publish(TOPIC, b"again", qos=1)
     _until(client, lambda: rec.messages)
     assert rec.messages[-1] == (TOPIC, b"again")
