@@ -266,7 +266,7 @@ class Client:
             ex.doc_error = "document too large (" + str(end - start) + " > " + str(limit) + ")"
             return
         try:
-            ex.doc = json.loads(bytes(payload[start:end]))
+            ex.doc = json.loads(payload[start:end])  # a memoryview: no copy (any buffer since v1.23)
         except MemoryError:
             ex.doc_error = "document too large for free memory (" + str(end - start) + " bytes)"
         except ValueError:
