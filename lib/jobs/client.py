@@ -172,11 +172,12 @@ class Client:
     def _invalid(self, kind, error):
         self.bad += 1
         self.log("jobs: invalid JSON on topic kind", kind, "(" + str(error.kind) + ")")
+        f = self.scanner.fields  # what the message named before the error
         if kind == T.NOTIFY_NEXT:
             # notify-next carries the document: one the scanner cannot read must not hide
             # that a job is next (start-next then answers it), unless it is the head we know
-            job = getattr(error, "job_id", None)
-            number = getattr(error, "execution_number", None)
+            job = f.job_id
+            number = f.execution_number
             head = self.head
             if job and not (head is not None and head[0] == job and number is None):
                 self.head = (job, number)
@@ -184,21 +185,15 @@ class Client:
             return
         # an awaited answer whose document cannot be read: its execution is still answered
         # (FAILED with the reason), when the token and job id came before the problem
-        token = getattr(error, "client_token", None)
+        token = f.client_token
         if (
             token is not None
             and token == self._awaiting
             and self._want_doc
             and kind in (T.START_NEXT_ACCEPTED, T.DESCRIBE_ACCEPTED)
-            and getattr(error, "job_id", None)
+            and f.job_id
         ):
             self.tokens.take(token)
-            f = self.scanner.fields  # cleared by the failed scan: refill what it had read
-            f.client_token = token
-            f.has_execution = True
-            f.job_id = error.job_id
-            f.execution_number = error.execution_number
-            f.version_number = error.version_number
             self._record(kind, f, None)
             ex = self.execution
             if ex is not None:
