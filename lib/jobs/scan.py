@@ -353,8 +353,9 @@ class Scanner:
                             continue
                     elif c <= 32 and (c == 32 or c == 10 or c == 13 or c == 9):
                         i += 1
-                        while i < end and buf[i] == 32:  # indentation
-                            i += 1
+                        if c == 10:  # the indentation after a newline, in one inner loop
+                            while i < end and buf[i] == 32:
+                                i += 1
                         continue
                     elif st == _AFTER:
                         if c == 44:
