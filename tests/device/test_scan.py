@@ -368,38 +368,43 @@ def _run_once(sc, doc, chunks):
         pass
 
 
-def _us_per_byte(sc, doc, streamed):
-    """Microseconds per byte: the best of 15 samples of at least 2 ms (one scan if longer).
+def _us_per_byte(sc, docs, streamed):
+    """Microseconds per byte of each doc: the best of 25 samples of at least 2 ms each.
 
-    The machine is shared: the shortest sample is the one least disturbed.
+    The machine is shared, so the samples of all the docs take turns (each meets the same load)
+    and the least disturbed one counts.
     """
-    chunks = None
-    if streamed:
-        view = memoryview(doc)
-        chunks = [view[k : k + _CHUNK] for k in range(0, len(doc), _CHUNK)]  # sliced before timing
-    t0 = time.ticks_us()
-    _run_once(sc, doc, chunks)
-    reps = 2000 // max(1, time.ticks_diff(time.ticks_us(), t0)) + 1
-    best = None
-    for _ in range(15):
+    runs = []
+    for doc in docs:
+        chunks = None
+        if streamed:
+            view = memoryview(doc)
+            chunks = [view[k : k + _CHUNK] for k in range(0, len(doc), _CHUNK)]  # sliced before timing
         t0 = time.ticks_us()
-        for _ in range(reps):
-            _run_once(sc, doc, chunks)
-        took = time.ticks_diff(time.ticks_us(), t0) / reps
-        best = took if best is None or took < best else best
-    return best / len(doc)
+        _run_once(sc, doc, chunks)
+        runs.append((doc, chunks, 2000 // max(1, time.ticks_diff(time.ticks_us(), t0)) + 1))
+    best = [None] * len(docs)
+    for _ in range(25):
+        for k, (doc, chunks, reps) in enumerate(runs):
+            t0 = time.ticks_us()
+            for _ in range(reps):
+                _run_once(sc, doc, chunks)
+            took = time.ticks_diff(time.ticks_us(), t0) / reps / len(doc)
+            best[k] = took if best[k] is None or took < best[k] else best[k]
+    return best
 
 
-def _linear(sc, name, shape, base, longs):
-    """Each long `shape % token` costs at most twice per byte what `shape % base` costs."""
+def _linear(sc, name, shape, short, longs, limit=2):
+    """Each long `shape % token` costs at most `limit` times per byte what `shape % short` costs."""
     for streamed in (False, True):
         mode = "streamed" if streamed else "whole"
-        ref = _us_per_byte(sc, shape % base, streamed)
-        print(f"{name}, {mode}: {len(base)}-byte token {ref:.3f} us/byte")
-        for token in longs:
-            took = _us_per_byte(sc, shape % token, streamed)
-            print(f"{name}, {mode}: {len(token)}-byte token {took:.3f} us/byte (x{took / ref:.2f})")
-            assert took <= 2 * ref, (name, mode, len(token), took, ref)
+        took = _us_per_byte(sc, [shape % t for t in [short] + longs], streamed)
+        ref = took[0]
+        print(f"{name}, {mode}: {len(short)}-byte token {ref:.3f} us/byte")
+        for k in range(len(longs)):
+            t = took[k + 1]
+            print(f"{name}, {mode}: {len(longs[k])}-byte token {t:.3f} us/byte (x{t / ref:.2f})")
+            assert t <= limit * ref, (name, mode, len(longs[k]), t, ref)
 
 
 def test_numbers_of_any_length_cost_the_same_per_byte():
@@ -417,7 +422,9 @@ def test_numbers_of_any_length_cost_the_same_per_byte():
 
 
 def test_long_strings_nesting_and_literals_cost_the_same_per_byte():
-    # 10,000 bytes of each against 100 of the same: per byte, the long one may not cost more
+    # 3,000 bytes of each against 10 of the same, per byte. A superlinear path would cost
+    # hundreds of times more; escapes and UTF-8 cost about as much per byte long as short
+    # (x0.6-0.9), so the bound is 3x, not 2x, to stay clear of the load on a shared machine
     sc = Scanner(max_str=64)
     cases = (
         ("kept string over max_str", b'{"clientToken":"%s"}', b"x"),
@@ -431,6 +438,6 @@ def test_long_strings_nesting_and_literals_cost_the_same_per_byte():
         ("whitespace", b'{"x":%s1}', b" "),
     )
     for name, shape, unit in cases:
-        _linear(sc, name, shape, unit * (100 // len(unit)), [unit * (10000 // len(unit))])
+        _linear(sc, name, shape, unit * max(1, 10 // len(unit)), [unit * (3000 // len(unit))], 3)
     deep = b'{"x":%s}'
-    _linear(sc, "nesting over max_depth", deep, b"[" * 50 + b"]" * 50, [b"[" * 5000 + b"]" * 5000])
+    _linear(sc, "nesting over max_depth", deep, b"[" * 5 + b"]" * 5, [b"[" * 1500 + b"]" * 1500], 3)
