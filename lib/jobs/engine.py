@@ -16,7 +16,6 @@ resumes, or ends FAILED "interrupted by reset, not re-run") and `done` with its 
 (after a reset that update is sent, the handler not run again).
 """
 
-import gc
 import sys
 import time
 
@@ -297,7 +296,6 @@ class Engine:
             details = details.encode()
         else:
             self.pending = (job, status, details)
-        gc.collect()
         if not self.link.connected:
             self.connect()  # the handler released the link (job.release_link), or lost it
         self._finish(job, status, details)
