@@ -133,7 +133,7 @@ provision: $(VENV)/.requirements
 	$(PYTHON) -m tools.provision --thing "$(THING)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)") \
 	  $(if $(CERT),--cert "$(CERT)") $(if $(KEY),--key "$(KEY)") $(if $(CA),--ca "$(CA)") --board "$(BOARD)" \
 	  $(if $(STANDIN),--standin "$(STANDIN)") $(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") \
-	  $(if $(CREATE_IN_AWS),--create-in-aws) $(PROVISION_ARGS)
+	  $(if $(CREATE_IN_AWS),--create-in-aws) $(if $(CODESIGN_CERT),--codesign-cert "$(CODESIGN_CERT)") $(PROVISION_ARGS)
 
 deploy: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)

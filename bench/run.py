@@ -33,7 +33,7 @@ from bench.common import (
 )
 from bench.service import BenchStandIn
 
-SECTIONS = ("floor", "device", "peer", "heap", "scanner", "size", "scale")
+SECTIONS = ("floor", "device", "peer", "heap", "scanner", "size", "journal", "scale")
 
 
 class Bench:
@@ -202,6 +202,7 @@ class Bench:
             self.section("size", self.size, mods.env)
             self.section("scanner", self.scanner, mods.env)
             self.section("heap", self.heap, mods.env)
+            self.section("journal", self.journal, mods.env)
 
     def size(self, env) -> None:
         with tempfile.TemporaryDirectory(prefix="bench-mpy-") as out:
@@ -214,6 +215,15 @@ class Bench:
             "KiB",
             "<= 40",
         )
+
+    def journal(self, env) -> None:
+        values, code, tail = micro.run_mp("mp_journal.py", [50], env, timeout=120)
+        if code:
+            raise BenchError(f"mp_journal.py failed:\n{tail}")
+        for op, goal in (("gpio.write", "<= 1"), ("diag.echo", "<= 1"), ("gpio.pulse", "")):
+            self.add(
+                f"journal_{op}", float(values[f"journal_{op}"]), f"journal writes per {op} job", "", goal
+            )
 
     def scanner(self, env) -> None:
         for _ in range(self.args.repeats):
@@ -433,7 +443,7 @@ def main(argv=None) -> int:
         folder = Path(tmp)
         if {"floor", "device", "peer"} & set(args.only):
             bench.jobs(folder)
-        if {"heap", "scanner", "size"} & set(args.only):
+        if {"heap", "scanner", "size", "journal"} & set(args.only):
             bench.micro()
         if "scale" in args.only:
             bench.section("scale", bench.scale, folder)

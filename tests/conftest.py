@@ -139,6 +139,14 @@ class _Resources:
             "MPTEST_MPY": ":".join(str(out / name) for name in ("lib", "deps", "helpers")),
         }
 
+    def _start_ecdsa(self) -> dict:
+        """ECDSA P-256 vectors (tests/ecdsa_vectors.py): keys made now, verdicts from OpenSSL."""
+        from tests import ecdsa_vectors
+
+        folder = self.folder() / "ecdsa"
+        ecdsa_vectors.write(folder)
+        return {"MPTEST_ECDSA": str(folder)}
+
     def _start_fileserver(self) -> dict:
         from tests.host.fileserver import FileServer
 

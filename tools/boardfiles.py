@@ -2,15 +2,12 @@
 
 Standard library only, because manifest.py runs inside MicroPython's own build (makemanifest).
 A board is its folder boards/<name>/*.py plus the modules those import from a sibling board
-folder (boards/esp32s3/board.py imports espboard from boards/esp32). boards/unix/ussl.py, the
-host-only shim for umqtt 1.3.4, never goes to a device; nor does anything from boards/unix
-unless that is the board.
+folder (boards/esp32s3/board.py imports espboard from boards/esp32). Nothing from boards/unix
+goes to a device unless that is the board.
 """
 
 import ast
 from pathlib import Path
-
-NEVER_DEPLOYED = ("ussl.py",)
 
 
 def _imported(source: Path) -> set[str]:
@@ -25,13 +22,13 @@ def _imported(source: Path) -> set[str]:
 
 def board_modules(boards: Path, board: str) -> list[Path]:
     """The .py files to install for `board` (folder under `boards`), each as a top-level module."""
-    files = [p for p in sorted((boards / board).glob("*.py")) if p.name not in NEVER_DEPLOYED]
+    files = sorted((boards / board).glob("*.py"))
     names = {p.stem for p in files}
     pending = list(files)
     while pending:
         for name in sorted(_imported(pending.pop()) - names):
             for other in sorted(boards.glob(f"*/{name}.py")):
-                if other.parent.name in (board, "unix") or other.name in NEVER_DEPLOYED:
+                if other.parent.name in (board, "unix"):
                     continue
                 files.append(other)
                 names.add(name)

@@ -15,7 +15,7 @@
        /boot.py, /main.py                 firmware entry points, as source
        /handlers.py                        the user's operations, as source (--handlers)
        /lib/jobs/...mpy                    the library, compiled with mpy-cross
-       /lib/<module>.mpy                   boards/<board>/*.py, compiled (never boards/unix/ussl.py)
+       /lib/<module>.mpy                   boards/<board>/*.py, compiled
        /config.json, /certs/*.der          from tools/provision.py
    umqtt is never staged: the ESP32 firmware's frozen umqtt.simple (>= 1.4) is the one used.
    An old firmware, a stale /lib/umqtt or a .py in /lib that would shadow a deployed .mpy:
@@ -40,10 +40,10 @@ from tools.mpenv import as_typed, venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_VERSION = (1, 23, 0)
-NEVER_DEPLOYED = boardfiles.NEVER_DEPLOYED
 CONFIG_FILES = ("config.json", provision.CA_FILE, provision.CERT_FILE, provision.KEY_FILE)
 SECRET_FILES = ("config.json", provision.KEY_FILE)
 HANDLERS = "/handlers.py"  # the device root: main.py imports `handlers` from there at boot
+OPTIONAL_CONFIG_FILES = (provision.CODESIGN_FILE,)  # deployed when make provision wrote them
 
 PROBE = """\
 import sys, os
@@ -210,9 +210,12 @@ def stage(
         put("/lib/" + source.stem + ".mpy", (compiled / source.relative_to(root)).with_suffix(".mpy"))
     for name in CONFIG_FILES:
         put("/" + name, config_dir / name)
+    for name in OPTIONAL_CONFIG_FILES:
+        if (config_dir / name).is_file():
+            put("/" + name, config_dir / name)
     shutil.rmtree(compiled, ignore_errors=True)
 
-    wrong = [p for p in tree if "umqtt" in p.split("/") or p.rsplit("/", 1)[-1] in NEVER_DEPLOYED]
+    wrong = [p for p in tree if "umqtt" in p.split("/")]
     if wrong:
         raise DeployError(f"refusing to deploy {', '.join(wrong)}: the firmware uses the frozen umqtt")
     return tree

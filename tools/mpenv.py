@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# what device code imports on the host: the library, the simulated board, fetched umqtt.simple
-DEVICE_PATH = (ROOT / "lib", ROOT / "boards" / "unix", ROOT / "build" / "deps")
+# what device code imports on the host: the library, the simulated board (and the DevKitC pin
+# table it shares with boards/esp32, whose board.py it shadows), fetched umqtt.simple
+DEVICE_PATH = (ROOT / "lib", ROOT / "boards" / "unix", ROOT / "boards" / "esp32", ROOT / "build" / "deps")
 
 
 def venv_tool(name: str) -> str | None:

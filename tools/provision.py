@@ -9,6 +9,8 @@ Output folder (default state/provision/<thing>/, mode 0700):
     certs/ca.cert.der        the CA that signs the endpoint's server certificate
     certs/device.cert.der    the device certificate
     certs/device.key.der     its private key (PKCS#1 or SEC1 DER, mode 0600)
+    certs/codesign.pub       with --codesign-cert: the 64-byte X||Y of the code-signing
+                             certificate's P-256 public key (config key codesign_key)
 
 Key names and file paths are those of lib/jobs/config.py (its SCHEMA and defaults); `ca`, `cert`,
 `key` are paths relative to the device's root, in DER because MicroPython's TLS on many builds
@@ -43,6 +45,7 @@ from tools.mpenv import as_typed
 ROOT = Path(__file__).resolve().parent.parent
 # device paths, relative to the board's root (lib/jobs/config.py defaults)
 CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.cert.der", "certs/device.cert.der", "certs/device.key.der"
+CODESIGN_FILE = "certs/codesign.pub"
 DEFAULT_PORT = 8883
 # AWS thing names: 1-128 of letters, digits, ':', '_', '-'
 THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
@@ -72,6 +75,7 @@ class Inputs:
     wifi_password: str = ""
     # the endpoint came from a stand-in's standin.json: any host name or address it listens on
     standin: bool = False
+    codesign_cert: Path | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -237,7 +241,7 @@ def check_board(board: str, root: Path = ROOT) -> list[str]:
 
 def device_config(inputs: Inputs) -> dict:
     """The config.json the device loads (key names: lib/jobs/config.py SCHEMA)."""
-    return {
+    config = {
         "thing_name": inputs.thing,
         "endpoint": inputs.endpoint,
         "port": inputs.port,
@@ -248,6 +252,9 @@ def device_config(inputs: Inputs) -> dict:
         "wifi_ssid": inputs.wifi_ssid,
         "wifi_password": inputs.wifi_password,
     }
+    if inputs.codesign_cert is not None:
+        config["codesign_key"] = CODESIGN_FILE
+    return config
 
 
 @dataclass
@@ -299,6 +306,37 @@ def write_outputs(inputs: Inputs, material: Material, out: Path) -> list[Path]:
     return written
 
 
+def codesign_point(path: Path) -> tuple[bytes | None, str | None]:
+    """(64-byte X||Y, None) of the P-256 public key in a code-signing certificate (PEM or DER;
+    a PEM public key is taken too), or (None, the problem in one sentence)."""
+    what = "code-signing certificate"
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return None, f"{what}: cannot read {path}: {error.strerror or error}"
+    if b"PRIVATE KEY-----" in data:
+        return None, f"{what}: {path} is a private key: give the certificate; the key stays with the signer"
+    try:
+        if b"-----BEGIN PUBLIC KEY-----" in data:
+            public_key = serialization.load_pem_public_key(data)
+        elif b"-----BEGIN" in data:
+            public_key = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            public_key = x509.load_der_x509_certificate(data).public_key()
+    except ValueError:
+        return None, f"{what}: {path} is not an X.509 certificate (PEM or DER) or a PEM public key"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        kind = "an EC " + public_key.curve.name
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        kind = "an RSA"
+    else:
+        kind = "a " + type(public_key).__name__.strip("_").removesuffix("PublicKey")
+    if kind != "an EC secp256r1":
+        return None, f"{what}: {path} holds {kind} key; sig-sha256-ecdsa needs EC P-256 (prime256v1)"
+    point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return point[1:], None
+
+
 def provision(inputs: Inputs, out: Path, root: Path = ROOT) -> list[Path]:
     """Validate everything, then write config.json and DER files; ProvisionError lists the problems."""
     problems = inputs.problems
@@ -309,9 +347,18 @@ def provision(inputs: Inputs, out: Path, root: Path = ROOT) -> list[Path]:
     problems += check_board(inputs.board, root)
     problems += check_wifi(inputs.wifi_ssid, inputs.wifi_password)
     material = check_material(inputs)
+    codesign = None
+    if inputs.codesign_cert is not None:
+        codesign, problem = codesign_point(inputs.codesign_cert)
+        if problem:
+            problems.append(problem)
     if problems or material is None:
         raise ProvisionError(list(problems))
-    return write_outputs(inputs, material, out)
+    written = write_outputs(inputs, material, out)
+    if codesign is not None:
+        (out / CODESIGN_FILE).write_bytes(codesign)
+        written.append(out / CODESIGN_FILE)
+    return written
 
 
 # ---- AWS: the thing, its certificate and a least-privilege policy (optional) ----
@@ -435,6 +482,11 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, help="output folder (default state/provision/<thing>)")
     parser.add_argument(
+        "--codesign-cert",
+        type=Path,
+        help="the code-signing certificate (PEM; EC P-256): OTA files must carry its signature",
+    )
+    parser.add_argument(
         "--create-in-aws",
         action="store_true",
         help="create thing, certificate and policy with boto3 (AWS credentials needed)",
@@ -460,6 +512,7 @@ def inputs_from(args: argparse.Namespace) -> Inputs:
         if args.wifi_password is not None
         else os.environ.get(PASSWORD_ENV, ""),
         standin=args.endpoint is None and "endpoint" in found,
+        codesign_cert=args.codesign_cert,
     )
     if args.standin and (inputs.cert is None or inputs.key is None) and not args.create_in_aws:
         raise ProvisionError(

@@ -1,21 +1,27 @@
 """The simulated ESP32: firmware/main.py under the MicroPython Unix port with the unix board.
 
 Like a chip, it boots again after a reset: the unix board turns `reset()` into exit status 75,
-and the runner starts the process again. A crash (any other exit) also reboots, as a panic
-would, after a short pause. The device's filesystem is one folder (`root`): config.json,
-certs/, the journal, the board's state and the application files.
+and the runner starts the process again. A halt (exit 78: config.json bad, a certificate
+missing) and an uncaught exception in main.py (exit 1) stop it, as a chip then waits at its
+REPL; a crash (killed by a signal, any other status) reboots, as a panic would, after a short
+pause. The device's filesystem is one folder (`root`): config.json, certs/, the journal, the
+board's state and the application files.
+
+The firmware runs in a process group of its own, so Ctrl-C in the terminal reaches only this
+runner, which then stops the firmware quietly; the firmware dies with the runner.
 
 Two ways to boot it:
 * from the repository (default): firmware/main.py with lib/, boards/unix and build/deps on
   MICROPYPATH;
 * `deployed=True`: the tree `make deploy` copied into `root` (a virtual board's folder):
   `root/main.py`, with MICROPYPATH `.frozen`, build/deps (umqtt.simple, standing in for the
-  ESP32 firmware's frozen one, so it comes before /lib as `.frozen` does there), a folder
-  holding only the host shim `ussl.py`, and `root/lib` (the deployed .mpy files and board
-  module). Nothing from the repository's lib/ or boards/ can be imported.
+  ESP32 firmware's frozen one, so it comes before /lib as `.frozen` does there) and
+  `root/lib` (the deployed .mpy files and board module). Nothing from the repository's lib/
+  or boards/ can be imported.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -30,26 +36,42 @@ from tools.mpenv import micropypath, micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_RESET = 75
-EXIT_CONFIG = 78  # firmware/main.py: config.json is bad; booting again would not help
+EXIT_HALT = (
+    78  # the unix board's halt(): config.json bad, a certificate missing; booting again would not help
+)
+EXIT_UNCAUGHT = 1  # main.py raised: a chip would sit at its REPL
+EXIT_INTERRUPTED = 130  # main.py ended by KeyboardInterrupt: at the REPL too
+STOPPED = (EXIT_HALT, EXIT_UNCAUGHT, EXIT_INTERRUPTED)
 _CRASH_PAUSE_S = 0.5
+_PR_SET_PDEATHSIG = 1
 
 
-def host_shim_folder() -> Path:
-    """A folder with only boards/unix/ussl.py (linked), so the shim comes without the unix board."""
-    folder = ROOT / "build" / "hostshim"
-    folder.mkdir(parents=True, exist_ok=True)
-    link = folder / "ussl.py"
-    if not link.exists():
-        try:
-            link.symlink_to(ROOT / "boards" / "unix" / "ussl.py")
-        except FileExistsError:
-            pass  # another runner made it just now
-    return folder
+def _die_with_parent():
+    """A preexec_fn: the firmware gets SIGKILL when its runner (the thread that started it) ends."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the process group alone
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def preflight(heapsize: str | None) -> str:
+    """Why MicroPython will not start with these arguments, in one sentence ("" when it does)."""
+    command = [micropython_binary()] + (["-X", f"heapsize={heapsize}"] if heapsize else [])
+    try:
+        result = subprocess.run([*command, "-c", "pass"], capture_output=True, text=True, timeout=30)
+    except OSError as error:
+        return f"cannot run MicroPython ({command[0]}): {error.strerror}; run `make setup` or set MICROPYTHON"
+    if result.returncode == 0:
+        return ""
+    said = (result.stderr or result.stdout).strip().splitlines()
+    given = f" with --heapsize {heapsize}" if heapsize else ""
+    return f"MicroPython refused to start{given}: {said[0] if said else f'exit {result.returncode}'}"
 
 
 def deployed_micropypath(root: Path) -> str:
     """The path of a deployed tree: frozen stand-ins first (as on an ESP32), then root/lib."""
-    parts = [ROOT / "build" / "deps", host_shim_folder(), Path(root).resolve() / "lib"]
+    parts = [ROOT / "build" / "deps", Path(root).resolve() / "lib"]
     return ":".join([".frozen"] + [str(p) for p in parts])
 
 
@@ -125,6 +147,8 @@ class SimDevice:
                         env=self.env(),
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,
+                        process_group=0,
+                        preexec_fn=_die_with_parent(),
                     )
                 for line in self.process.stdout:
                     log.write(line)
@@ -136,8 +160,8 @@ class SimDevice:
                 self.exits.append(status)
                 log.write(f"--- exit {status} ---\n".encode())
                 log.flush()
-                if status == EXIT_CONFIG:
-                    self._running = False  # halted, as a chip at its REPL
+                if status in STOPPED:
+                    self._running = False  # as a chip at its REPL: booting again would not help
                 elif status != EXIT_RESET and self._running:
                     time.sleep(_CRASH_PAUSE_S)
 
@@ -159,6 +183,11 @@ class SimDevice:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    @property
+    def halted(self) -> bool:
+        """The firmware stopped for good (halt or main.py ended), not by stop() or kill()."""
+        return bool(self.exits) and self.exits[-1] in STOPPED and not self._running
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -193,13 +222,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.deployed and not (args.root / "main.py").exists():
         print(f"simdevice: {args.root}/main.py not found: deploy to it first (make deploy)", file=sys.stderr)
         return 2
+    problem = preflight(args.heapsize)
+    if problem:
+        print(f"simdevice: {problem}", file=sys.stderr)
+        return 2
     device = SimDevice(args.root, args.heapsize, echo=True, deployed=args.deployed).start()
     try:
         while device._thread.is_alive():
             device._thread.join(0.5)
     except KeyboardInterrupt:
         device.stop()
-    return 0
+        return 0
+    status = device.exits[-1] if device.exits else 1
+    if status == EXIT_HALT:
+        print(
+            f"simdevice: halted (exit {status}): fix what it names in {args.root}, then start again",
+            file=sys.stderr,
+        )
+    else:
+        print(f"simdevice: main.py ended (exit {status}); a chip would now wait at its REPL", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -17,9 +17,13 @@ What mpremote 1.29 (transport_serial.py) sends, and what this board answers:
 * Friendly REPL: one line at a time (no continuation lines), expression values printed.
   Ctrl-D at an empty line: soft reset, boot.py and main.py, as on a board.
 * `machine.reset()`: the process ends; the board restarts it and runs boot.py and main.py.
+* A halt (the unix board's `halt()`, SystemExit(78): config.json bad, a certificate missing):
+  main.py ends and the board waits at its REPL, as a chip does; the halt's last lines are in
+  `halt_message` (the command line prints them).
 
 The code runs in a MicroPython Unix-port process (tools/vboard_agent.py) whose '/' is the
-board folder (vfs.VfsPosix) and whose sys.path is the ESP32's ['', '.frozen', '/lib'].
+board folder (vfs.VfsPosix) and whose sys.path is the ESP32's ['', '.frozen', '/lib']; the unix
+board's state folder (the device root) is that '/'.
 """
 
 import argparse
@@ -41,6 +45,7 @@ from tools.mpenv import as_typed, micropython_binary, venv_tool
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "vboard_agent.py"
 MARKER = b"\x00\x1bVB\x00"
+HALTED = b"\x00\x1bVH\x00"  # tools/vboard_agent.py: the code it ran halted the board
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WINDOW = 256
 INTERRUPT_GRACE_S = 2.0
@@ -62,6 +67,9 @@ class VirtualBoard:
         self._master: int | None = None
         self._slave: int | None = None
         self.resets = 0
+        self.halts = 0
+        self.halt_message = ""  # the last lines printed before the last halt
+        self._tail = b""
         self.failed = ""
         self.dropped = 0  # bytes of output no one read (the pty buffer was full)
         self._unheard = False
@@ -78,7 +86,6 @@ class VirtualBoard:
         self._paste: int | None = None  # bytes received since the last window, in raw-paste mode
         self._escape = b""  # 0x05 'A' 0x01 being received
         self._out = bytearray()
-        self._last_output = b""  # the end of what the process printed, for a failure message
         self._interrupted_at: float | None = None
 
     # ---- life cycle ----
@@ -117,7 +124,9 @@ class VirtualBoard:
     # ---- the MicroPython process ----
 
     def _spawn(self):
-        env = dict(os.environ, MICROPYPATH=":".join([".frozen", *map(str, self.frozen_path)]))
+        env = dict(
+            os.environ, MICROPYPATH=":".join([".frozen", *map(str, self.frozen_path)]), JOBS_BOARD_STATE="/"
+        )
         self._proc = subprocess.Popen(
             [micropython_binary(), str(AGENT), str(self.root), *self.frozen],
             stdin=subprocess.PIPE,
@@ -243,6 +252,12 @@ class VirtualBoard:
         self._out += chunk
         while True:
             at = self._out.find(MARKER)
+            halt = self._out.find(HALTED)
+            if halt >= 0 and (at < 0 or halt < at):
+                self._forward(bytes(self._out[:halt]))
+                del self._out[: halt + len(HALTED)]
+                self._halted()
+                continue
             if at < 0:
                 keep = len(MARKER) - 1
                 self._forward(bytes(self._out[:-keep]))
@@ -256,14 +271,19 @@ class VirtualBoard:
 
     def _forward(self, data: bytes):
         if data:
-            self._last_output = (self._last_output + data)[-400:]
+            self._tail = (self._tail + data)[-1024:]
             self._write(data if self._raw else data.replace(b"\n", b"\r\n"))
+
+    def _halted(self):
+        lines = [line.strip() for line in self._tail.decode(errors="replace").splitlines() if line.strip()]
+        self.halt_message = " / ".join(lines[-2:])
+        self.halts += 1
 
     def _agent_ended(self):
         """The process exited (machine.reset(), sys.exit, a crash): a hard reset."""
         self._forward(bytes(self._out))
         if not self._ready:
-            said = self._last_output.decode(errors="replace").strip().splitlines()
+            said = self._tail.decode(errors="replace").strip().splitlines()
             self.failed = f"the MicroPython process ({micropython_binary()}) ended before it was ready" + (
                 f": {said[-1]}" if said else ""
             )
@@ -408,7 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vboard: try  {mpremote} connect {port} ls :   Ctrl-C here stops the board", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        heard = 0
         while not board.failed:
+            if board.halts > heard:
+                heard = board.halts
+                print(
+                    f"vboard: main.py halted; the board waits at its REPL: {board.halt_message}", flush=True
+                )
             time.sleep(0.5)
         print(f"vboard: {board.failed}", file=sys.stderr)
         return 1

@@ -6,7 +6,10 @@ Usage: micropython vboard_agent.py <board folder> [frozen module ...]
 Before mounting, each named module is imported from MICROPYPATH and stays in sys.modules, as a
 frozen module does on the ESP32 (so a copy in /lib cannot shadow it). Then the folder becomes
 '/', sys.path becomes the ESP32's ['', '.frozen', '/lib'], and `machine.reset()` ends the
-process with status 99 (the host restarts it: a hard reset).
+process with status 99 (the host restarts it: a hard reset); `os.rename` is mended (see _Os).
+SystemExit(78), the unix board's halt(), ends only the code that raised it (the board stays at
+its REPL, as a chip whose main.py returned) and is announced to the host with HALTED before
+MARKER.
 
 Commands on stdin: "<kind> <length>\n" then <length> bytes.
     r  raw-REPL exec:   output, 0x04, traceback, 0x04
@@ -22,7 +25,13 @@ import umachine
 import vfs
 
 MARKER = b"\x00\x1bVB\x00"
+HALTED = b"\x00\x1bVH\x00"
 RESET_STATUS = 99
+HALT_STATUS = 78  # boards/unix: halt()
+
+
+def _halted(stop):
+    return bool(stop.args) and stop.args[0] == HALT_STATUS
 
 
 class _Machine:
@@ -46,12 +55,41 @@ def _install_machine():
     sys.modules["machine"] = fake
 
 
+class _Os:
+    """The built-in os with a rename() that works on the board folder: this port's VfsPosix with
+    a root joins both paths of rename() in one buffer, so rename(a, b) renames b to b (ENOENT).
+    The rename goes through a root-less VfsPosix mounted for the moment at _HOST."""
+
+    _HOST = "/.vboard-host"
+
+    def __init__(self, os, root):
+        for name in dir(os):
+            if not name.startswith("_") and name != "rename":
+                setattr(self, name, getattr(os, name))
+        self._os = os
+        self._root = root.rstrip("/")
+
+    def _host(self, path):
+        if not path.startswith("/"):
+            path = self._os.getcwd().rstrip("/") + "/" + path
+        return self._HOST + self._root + path
+
+    def rename(self, old, new):
+        vfs.mount(vfs.VfsPosix(), self._HOST)
+        try:
+            self._os.rename(self._host(old), self._host(new))
+        finally:
+            vfs.umount(self._HOST)
+
+
 def _exec(source, mode, scope):
     out = sys.stdout
     try:
         exec(compile(source.decode(), "<stdin>", mode), scope)
     except SystemExit as stop:
-        raise stop
+        if not _halted(stop):
+            raise stop
+        sys.stdout.buffer.write(HALTED)
     except BaseException as error:  # noqa: BLE001 - whatever the code raised is reported, as on a board
         if mode == "exec":
             out.write("\x04")
@@ -80,7 +118,9 @@ def _run_file(path, scope):
     try:
         exec(compile(source, path, "exec"), scope)
     except SystemExit as stop:
-        raise stop
+        if not _halted(stop):
+            raise stop
+        sys.stdout.buffer.write(HALTED)
     except BaseException as error:  # noqa: BLE001 - a failing boot.py/main.py prints, as on a board
         sys.print_exception(error)
 
@@ -93,6 +133,7 @@ def main():
     vfs.mount(vfs.VfsPosix(root), "/")
     import os
 
+    os = sys.modules["os"] = _Os(os, root)
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
     scope = {"__name__": "__main__"}

@@ -3,20 +3,24 @@
 
 Reset reasons are recorded in NVS (namespace "jobs") before an intentional reset, because
 machine.reset_cause() cannot tell machine.reset() from a crash. OTA follows ESP-IDF: the next
-update partition, set_boot(), hard reset, mark_app_valid_cancel_rollback() after the self-test.
+update partition, set_boot(), hard reset, mark_app_valid_cancel_rollback() after the self-test;
+the versions written and the slot pending verification are kept in /ota.json (jobs.store).
 """
 
-import json
-import os
+import gc
 import sys
 import time
 
 import esp32
 import machine
 import network
+from jobs import clock, store
 from micropython import const
 
 _EPOCH_2000 = const(946684800)  # seconds from 1970-01-01 to 2000-01-01
+_PSRAM_MIN = const(1048576)  # a heap region this large is external RAM: internal DRAM is < 320 KiB
+_POLL_MS = const(100)
+_NTP_TRIES = const(3)
 _NVS_KEY = "reset"
 _OTA_FILE = "/ota.json"  # {"versions": {label: version}, "pending": label or None}
 
@@ -43,12 +47,30 @@ def _read_reason():
     return bytes(buf[:n]).decode()
 
 
+def status_name(status):
+    """A WLAN status by the port's own names, e.g. "STAT_NO_AP_FOUND (201)"."""
+    names = sorted(n for n in dir(network) if n.startswith("STAT_") and getattr(network, n) == status)
+    return "/".join(names) + " (" + str(status) + ")" if names else str(status)
+
+
+def _has_psram():
+    try:
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    except AttributeError:  # a build without it: the GC heap lives in PSRAM when there is some
+        return gc.mem_free() + gc.mem_alloc() >= _PSRAM_MIN
+    for region in regions:
+        if region[0] >= _PSRAM_MIN:
+            return True
+    return False
+
+
 class EspBoard:
-    """Base class; a chip's board.py sets `name` and `table` (a jobs.ops.pins.PinTable)."""
+    """Base class; a chip's board.py sets `name`, `table` (a jobs.ops.pins.PinTable) and `boot_pin`."""
 
     name = "esp32"
     table = None
     pins = {}
+    boot_pin = None  # the BOOT button's GPIO (low while pressed)
 
     @classmethod
     def resolve(cls, ref):
@@ -58,6 +80,7 @@ class EspBoard:
         global _recorded
         self.config = config or {}
         self.root = "/"
+        self.psram = _has_psram()
         if _recorded is None:
             _recorded = _read_reason() or _CAUSES.get(machine.reset_cause(), "unknown")
         for alias in self.pins:
@@ -76,11 +99,20 @@ class EspBoard:
         number, direction, safe, alias = self.table.resolve(ref)  # type: ignore[union-attr]
         return machine.Pin(number, machine.Pin.OUT if direction == "out" else machine.Pin.IN)
 
+    def boot_held(self):
+        """True while the BOOT button is pressed (main.py reads it once, as it starts)."""
+        if self.boot_pin is None:
+            return False
+        return machine.Pin(self.boot_pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+
     def reset(self, reason):
         nvs = esp32.NVS("jobs")
         nvs.set_blob(_NVS_KEY, str(reason)[:64].encode())
         nvs.commit()
         machine.reset()
+
+    def halt(self, message):
+        """Stop for good at the REPL: main.py returns after this (nothing to do on a chip)."""
 
     def reset_reason(self):
         return _recorded
@@ -103,16 +135,13 @@ class EspBoard:
         return self._running_label()
 
     def _load_ota(self):
-        try:
-            with open(_OTA_FILE) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {"versions": {}, "pending": None}
+        ota = store.load(_OTA_FILE)
+        if not isinstance(ota, dict) or not isinstance(ota.get("versions"), dict):
+            ota = {"versions": {}, "pending": None}
+        return ota
 
     def _save_ota(self):
-        with open(_OTA_FILE + ".tmp", "w") as f:
-            json.dump(self._ota, f)
-        os.rename(_OTA_FILE + ".tmp", _OTA_FILE)
+        store.save(_OTA_FILE, self._ota)
 
     def record_version(self, label, version):
         """Remember the version written into `label`; it is pending until mark_valid()."""
@@ -139,25 +168,37 @@ class EspBoard:
         return version or "micropython-" + ".".join(str(n) for n in sys.implementation.version[:3])
 
     # --- network and time -------------------------------------------------------------------
-    def connect_network(self, timeout_ms=20000):
-        """Wi-Fi station up within timeout_ms, then NTP (TLS needs a true clock); raises OSError."""
+    def connect_network(self, timeout_ms=20000, feed=None):
+        """Wi-Fi station up within timeout_ms, then NTP (TLS needs a true clock); raises OSError
+        naming the cause. `feed()`, if given, is called while it waits (a watchdog)."""
+        ssid = self.config.get("wifi_ssid", "")
         wlan = network.WLAN(network.STA_IF)
         wlan.active(True)
         if not wlan.isconnected():
-            wlan.connect(self.config.get("wifi_ssid", ""), self.config.get("wifi_password", ""))
+            wlan.connect(ssid, self.config.get("wifi_password", ""))
             deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
             while not wlan.isconnected():
                 if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                    # read why before switching off, which forgets it; while the port keeps
+                    # reconnecting it says only STAT_CONNECTING, and disconnect() ends that
+                    status = wlan.status()
+                    if status == network.STAT_CONNECTING:
+                        wlan.disconnect()
+                        status = wlan.status()
                     wlan.active(False)
-                    status = str(wlan.status())
-                    raise OSError("Wi-Fi: no connection within " + str(timeout_ms) + " ms, status " + status)
-                time.sleep_ms(100)
+                    within = str(timeout_ms) + " ms, status " + status_name(status)
+                    raise OSError("Wi-Fi " + repr(ssid) + ": no connection within " + within)
+                if feed is not None:
+                    feed()
+                time.sleep_ms(_POLL_MS)
         import ntptime
 
         ntptime.host = self.config.get("ntp_host") or "pool.ntp.org"
-        for attempt in range(3):
+        for attempt in range(_NTP_TRIES):
             if attempt:
-                time.sleep_ms(250 << attempt)
+                time.sleep_ms(clock.backoff_ms(attempt - 1, 250, 1000))
+            if feed is not None:
+                feed()
             try:
                 ntptime.settime()
                 return True
@@ -173,4 +214,4 @@ class EspBoard:
         return now + _EPOCH_2000 if time.gmtime(0)[0] == 2000 else now
 
     def uptime(self):
-        return time.ticks_diff(time.ticks_ms(), 0) // 1000
+        return clock.uptime_s()

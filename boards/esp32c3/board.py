@@ -28,3 +28,4 @@ class Board(EspBoard):
     name = "esp32c3"
     table = TABLE
     pins = TABLE.pins
+    boot_pin = 9  # the BOOT button (strapping GPIO9): development mode when held as main.py starts

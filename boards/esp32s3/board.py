@@ -3,7 +3,7 @@
 
 Barred, from the ESP-IDF GPIO guide (esp32s3) and the ESP32-S3 datasheet "Strapping Pins":
 26-32 SPI flash/PSRAM, 33-37 octal flash/PSRAM (R8/N8R8 modules), 0/3/45/46 strapping,
-19/20 USB-JTAG, 43/44 UART0. The S3 has no input-only pins.
+19/20 USB-JTAG, 43/44 UART0. The S3 has no input-only pins. BOOT is GPIO0.
 """
 
 from espboard import EspBoard
@@ -32,3 +32,4 @@ class Board(EspBoard):
     name = "esp32s3"
     table = TABLE
     pins = TABLE.pins
+    boot_pin = 0  # the BOOT button: development mode when held as main.py starts

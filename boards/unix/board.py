@@ -1,15 +1,20 @@
 # board (unix): the simulated ESP32 used on the host. MIT licence.
-"""A simulated ESP32-DevKitC: pins, reset, OTA partitions and boot selection, kept in files.
+"""A simulated ESP32-DevKitC: pins, reset, halt, OTA partitions and boot selection, kept in files.
 
-State directory: config["board_state_dir"], else $JOBS_BOARD_STATE, else ./state. Test knobs
-(flat keys, as config.json is flat): board_ota (False: no OTA partitions), board_ota_slot_size,
-board_firmware_version (of the first image, default 1.0.0).
+State directory: config["board_state_dir"], else $JOBS_BOARD_STATE, else ./state; it is the
+device root. Test knobs (flat keys, as config.json is flat): board_ota (False: no OTA
+partitions), board_ota_slot_size, board_firmware_version (of the first image, default 1.0.0),
+board_psram (default False).
 Files, under <state>/simboard/:
-    pins.json      current level of every simulated pin (a test may set an input's level here)
+    pins.json      current level of every simulated pin (a test may set an input's level here;
+                   "0": 0 is the BOOT button held)
     pins.log       one line per change: "<alias> <number> <old> <new>"
     ota_0.bin, ota_1.bin, otadata.json   two file-backed OTA slots and the boot selection
     reset.json     reason recorded by reset(), read (and removed) at the next boot
-A reset ends the process with exit status 75; the host runner starts it again ("boot").
+    network.json   a simulated network fault, written by a test: {"wifi": "STAT_NO_AP_FOUND"}
+                   (no Wi-Fi, with that status) or {"ntp": true} (the time server is silent)
+A reset ends the process with exit status 75; the host runner starts it again ("boot"). A halt
+ends it with 78: the runner stops (on a chip the board waits at its REPL).
 Boot selection follows ESP-IDF: set_boot() marks a slot NEW; the next boot makes it
 PENDING_VERIFY; mark_valid() makes it VALID; a boot that finds PENDING_VERIFY marks it ABORTED and
 boots the previous slot.
@@ -19,31 +24,17 @@ import os
 import sys
 import time
 
-from jobs import store
-from jobs.ops.pins import IN, OUT, PinTable, reserved
+from devkitc import BOOT_PIN, TABLE
+from jobs import clock, store
 from micropython import const
 
 EXIT_RESET = const(75)
+EXIT_HALT = const(78)
 _BLOCK = const(4096)
 _SLOT_SIZE = const(0x180000)  # as ESP32_GENERIC-OTA's partitions-4MiB-ota.csv
 _IMAGE_MAGIC = const(0xE9)  # first byte of every ESP32 app image
 
-# Same numbers as boards/esp32 (this board simulates an ESP32-DevKitC).
-TABLE = PinTable(
-    {
-        "LED": (4, OUT, 0),
-        "RELAY1": (25, OUT, 0),
-        "RELAY2": (26, OUT, 0),
-        "RELAY3": (27, OUT, 0),
-        "RELAY4": (32, OUT, 0),
-        "BUTTON": (34, IN, 0),
-        "SENSOR": (35, IN, 0),
-    },
-    reserved(flash=range(6, 12), strapping=(0, 2, 5, 12, 15)),
-)
-
-_booted = None  # (otadata dict, last reset reason), once per process
-_started = time.ticks_ms()
+_booted = None  # (otadata dict, last reset reason, state folder), once per process
 
 
 class SimPin:
@@ -73,7 +64,7 @@ class SimPartition:
     def __init__(self, board, label):
         self._board = board
         self.label = label
-        self.path = board._dir + "/" + label + ".bin"
+        self.path = store.join(board._dir, label + ".bin")
         self.size = board._slot_size
 
     def info(self):
@@ -149,11 +140,13 @@ class Board:
         config = config or {}
         state = config.get("board_state_dir") or os.getenv("JOBS_BOARD_STATE") or "state"
         self.root = state.rstrip("/") or "/"
-        self._dir = self.root + "/simboard"  # not "board/": a folder would shadow board.py
+        self._dir = store.join(self.root, "simboard")  # not "board/": a folder would shadow board.py
         store.makedirs(self._dir)
         self._has_ota = config.get("board_ota", True)
         self._slot_size = config.get("board_ota_slot_size", _SLOT_SIZE)
         self._initial_version = config.get("board_firmware_version", "1.0.0")
+        self.psram = config.get("board_psram", False)
+        self.config = config
         self._pin_cache = None
         self._boot()
 
@@ -164,7 +157,7 @@ class Board:
 
     def _levels(self):
         if self._pin_cache is None:
-            self._pin_cache = store.load(self._dir + "/pins.json", {})
+            self._pin_cache = store.load(store.join(self._dir, "pins.json"), {})
         return self._pin_cache
 
     def _set_level(self, pin, level):
@@ -174,14 +167,22 @@ class Board:
         if old == level and key in levels:
             return
         levels[key] = level
-        store.save(self._dir + "/pins.json", levels)
-        with open(self._dir + "/pins.log", "a") as f:
+        store.save(store.join(self._dir, "pins.json"), levels)
+        with open(store.join(self._dir, "pins.log"), "a") as f:
             f.write(pin.alias + " " + key + " " + str(old) + " " + str(level) + "\n")
 
+    def boot_held(self):
+        """True when pins.json holds the BOOT button (GPIO0) low."""
+        return self._levels().get(str(BOOT_PIN), 1) == 0
+
     # --- reset and boot ---------------------------------------------------------------------
+    def halt(self, message):
+        """Stop for good: exit status 78 (the runner does not boot again; a chip sits at its REPL)."""
+        sys.exit(EXIT_HALT)
+
     def reset(self, reason):
         """Record `reason`, then end the process with status 75 (the runner restarts it)."""
-        store.save(self._dir + "/reset.json", {"reason": str(reason)})
+        store.save(store.join(self._dir, "reset.json"), {"reason": str(reason)})
         global _booted
         _booted = None
         sys.exit(EXIT_RESET)
@@ -194,7 +195,7 @@ class Board:
         global _booted
         if _booted is not None and _booted[2] == self._dir:
             return
-        data = store.load(self._dir + "/otadata.json", None)
+        data = store.load(store.join(self._dir, "otadata.json"), None)
         if data is None:
             data = {"boot": "ota_0", "previous": None, "slots": {"ota_0": {"state": "VALID"}}}
             data["slots"]["ota_0"]["version"] = self._initial_version
@@ -206,10 +207,10 @@ class Board:
             slot["state"] = "ABORTED"  # reset before mark-valid: roll back
             boot = data["boot"] = data["previous"]
         data["running"] = boot
-        store.save(self._dir + "/otadata.json", data)
-        recorded = store.load(self._dir + "/reset.json", None)
+        store.save(store.join(self._dir, "otadata.json"), data)
+        recorded = store.load(store.join(self._dir, "reset.json"), None)
         if recorded is not None:
-            os.remove(self._dir + "/reset.json")
+            os.remove(store.join(self._dir, "reset.json"))
         reason = recorded["reason"] if recorded else "power on"
         _booted = (data, reason, self._dir)
 
@@ -231,7 +232,7 @@ class Board:
         """Remember the firmware version written into slot `label` (before set_boot)."""
         data = self._otadata()
         data["slots"][label] = {"state": "EMPTY", "version": version}
-        store.save(self._dir + "/otadata.json", data)
+        store.save(store.join(self._dir, "otadata.json"), data)
 
     def _select(self, label):
         data = self._otadata()
@@ -239,12 +240,12 @@ class Board:
         slot["state"] = "NEW"
         data["previous"] = data["running"]
         data["boot"] = label
-        store.save(self._dir + "/otadata.json", data)
+        store.save(store.join(self._dir, "otadata.json"), data)
 
     def mark_valid(self):
         data = self._otadata()
         data["slots"][data["running"]]["state"] = "VALID"
-        store.save(self._dir + "/otadata.json", data)
+        store.save(store.join(self._dir, "otadata.json"), data)
 
     def boot_state(self):
         data = self._otadata()
@@ -255,7 +256,16 @@ class Board:
         return data["slots"][data["running"]].get("version") or "unknown"
 
     # --- the rest ---------------------------------------------------------------------------
-    def connect_network(self, timeout_ms=0):
+    def connect_network(self, timeout_ms=0, feed=None):
+        """No radio: up at once, unless network.json simulates a fault (the messages espboard gives)."""
+        fault = store.load(store.join(self._dir, "network.json"), None)
+        if not isinstance(fault, dict):
+            return True
+        if fault.get("wifi"):
+            within = str(timeout_ms) + " ms, status " + str(fault["wifi"]) + " (simulated)"
+            raise OSError("Wi-Fi " + repr(self.config.get("wifi_ssid", "")) + ": no connection within " + within)
+        if fault.get("ntp"):
+            raise OSError("time sync: no answer from " + (self.config.get("ntp_host") or "pool.ntp.org"))
         return True
 
     def watchdog(self, timeout_ms):
@@ -266,4 +276,4 @@ class Board:
 
     def uptime(self):
         """Seconds since this process (the simulated boot) started."""
-        return time.ticks_diff(time.ticks_ms(), _started) // 1000
+        return clock.uptime_s()

@@ -102,6 +102,28 @@ def _what(name, job):
     return name if job is None else name + " " + job
 
 
+def _afr_first(view):
+    """True when the JSON object in `view` starts with the key "afr_ota" (as CreateOTAUpdate
+    writes its documents), so no tree of it is ever built."""
+    i = _blank(view, 0)
+    if i >= len(view) or view[i] != 123:
+        return False
+    i = _blank(view, i + 1)
+    key = b'"afr_ota"'
+    if len(view) - i < len(key):
+        return False
+    for k in range(len(key)):
+        if view[i + k] != key[k]:
+            return False
+    return True
+
+
+def _blank(view, i):
+    while i < len(view) and view[i] in b" \t\r\n":
+        i += 1
+    return i
+
+
 def _pending(payload):
     """[(job_id, execution_number)] of a GetPending answer (at most 10 + 10 summaries, so it
     is decoded whole; asked only on the rare path past an execution given up on)."""
@@ -277,17 +299,21 @@ class Client:
             ex.doc_error = "document too large (" + str(end - start) + " > " + str(limit) + ")"
             return
         try:
-            text = bytes(payload[start:end])
-            if b'"afr_ota"' in text:
+            view = payload[start:end]  # a memoryview: no copy (json.loads takes any buffer since v1.23)
+            afr = _afr_first(view)
+            if not afr:
+                doc = json.loads(view)
+                afr = isinstance(doc, dict) and "afr_ota" in doc
+            if afr:  # an AWS IoT OTA document: its few fields, never a tree
+                doc = None
                 from jobs import afrdoc
 
                 try:
-                    ex.doc = afrdoc.parse(text)  # None: the key is not at the top level
+                    doc = afrdoc.parse(view)
                 except afrdoc.Invalid as error:
                     ex.doc_error = error.args[0]
                     return
-            if ex.doc is None:
-                ex.doc = json.loads(text)
+            ex.doc = doc
         except MemoryError:
             ex.doc_error = "document too large for free memory (" + str(end - start) + " bytes)"
         except ValueError:

@@ -3,6 +3,7 @@
 
     clock.uptime_s()                 # seconds since boot, right past the tick wrap
     clock.backoff_ms(attempt, lo, hi)   # exponential backoff with jitter, in [d/2, d]
+    clock.sleep(ms, feed)            # sleep, calling feed() at least once a second (a watchdog)
 
 On 32-bit ports (the ESP32) `ticks_ms()` wraps at 2^30 ms (12.4 days) and `ticks_diff()` is
 right only for intervals under 2^29 ms (6.2 days), so an uptime counted as
@@ -45,3 +46,16 @@ def backoff_ms(attempt, lo, hi):
             break
     half = d // 2
     return half + (random.getrandbits(20) % (d - half + 1))
+
+
+def sleep(ms, feed=None):
+    """Sleep `ms` (0: not at all), calling feed() (a watchdog's) first and before each slice of
+    at most a second."""
+    while True:
+        if feed is not None:
+            feed()
+        if ms <= 0:
+            return
+        step = min(ms, 1000)
+        time.sleep_ms(step)
+        ms -= step

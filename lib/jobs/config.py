@@ -4,11 +4,24 @@
 `load(path)` returns a dict with every key of SCHEMA (defaults filled in) or raises
 `ConfigError` whose message names the bad key. Unknown keys are errors too, so a typo in a
 key name is reported rather than silently ignored.
+
+The watchdog rule (docs/engine.md, "The watchdog"): between two feeds the device waits at most
+for one of: an MQTT connect and its first SUBACK (a name lookup + connect_timeout_ms +
+request_timeout_ms), one request (its PUBACK, then its answer: 2 x request_timeout_ms), one
+HTTPS connection (a name lookup + TCP connect, TLS handshake and response headers: 3 x
+https_timeout_ms). watchdog_ms must exceed the longest of those by _SLACK_MS, at load and
+for every config.set.
 """
 
 import json
 
+from micropython import const
+
 from jobs import store
+
+_DNS_MS = const(15000)  # a name lookup runs outside every deadline: the port's resolver decides
+_SLACK_MS = const(10000)  # work between feeds that waits on no timeout (TLS arithmetic, flash writes)
+_HTTPS_MS = const(10000)  # https_timeout_ms when config.json does not set it
 
 _STR = "str"
 _INT = "int"
@@ -43,7 +56,8 @@ SCHEMA = (
     ("step_timeout_min", _INT, 0, 0, 10080, True),
     ("telemetry_interval_s", _INT, 60, 0, 86400, True),
     ("query_next_first", _BOOL, False, 0, 1, True),
-    ("watchdog_ms", _INT, 0, 0, 3600000, False),
+    ("watchdog_ms", _INT, 120000, 0, 3600000, False),
+    ("boot_timeout_ms", _INT, 300000, 1000, 3600000, False),
     # read by operations and boards (docs/operations.md); absent unless set
     ("https_ca", _STR, _OPTIONAL, 1, 128, False),
     ("https_timeout_ms", _INT, _OPTIONAL, 500, 120000, True),
@@ -56,6 +70,7 @@ SCHEMA = (
     ("board_ota_slot_size", _INT, _OPTIONAL, 4096, 16777216, False),
     ("board_firmware_version", _STR, _OPTIONAL, 1, 32, False),
     ("codesign_key", _STR, _OPTIONAL, 1, 128, False),
+    ("board_psram", _BOOL, _OPTIONAL, 0, 1, False),
 )
 
 
@@ -109,6 +124,15 @@ def ota_block_size(cfg):
     return block
 
 
+def watchdog_floor(cfg):
+    """The smallest watchdog_ms (other than 0, off) `cfg`'s timeouts allow: the longest wait
+    between two feeds (the rule above) plus slack."""
+    request = cfg["request_timeout_ms"]
+    connect = _DNS_MS + cfg["connect_timeout_ms"] + request
+    https = _DNS_MS + 3 * (cfg.get("https_timeout_ms") or _HTTPS_MS)
+    return max(connect, 2 * request, https) + _SLACK_MS
+
+
 def _cross_check(cfg):
     if cfg["max_document"] > cfg["buffer_size"]:
         return "max_document", "must not exceed buffer_size (" + str(cfg["buffer_size"]) + ")"
@@ -119,10 +143,9 @@ def _cross_check(cfg):
         return "ota_block_size", "its data messages (" + str(stream_message_size(block)) + " bytes) must fit buffer_size (" + str(cfg["buffer_size"]) + ")"
     if cfg["reconnect_max_ms"] < cfg["reconnect_min_ms"]:
         return "reconnect_max_ms", "must not be below reconnect_min_ms"
-    # one connect + four SUBSCRIBE acks + one request may pass between two feeds
-    least = cfg["connect_timeout_ms"] + 5 * cfg["request_timeout_ms"]
-    if cfg["watchdog_ms"] and cfg["watchdog_ms"] < least:
-        return "watchdog_ms", "must be 0 or at least connect_timeout_ms + 5 x request_timeout_ms (" + str(least) + ")"
+    floor = watchdog_floor(cfg)
+    if cfg["watchdog_ms"] and cfg["watchdog_ms"] < floor:
+        return "watchdog_ms", "must be 0 or at least " + str(floor) + " for these timeouts"
     if not _thing_name_ok(cfg["thing_name"]):
         return "thing_name", "may hold only letters, digits, ':', '_' and '-'"
     return None
@@ -155,7 +178,7 @@ def validate(raw):
 
 
 def load(path):
-    """The validated config in the JSON file `path`; ConfigError with a clear message."""
+    """The validated config in the JSON file `path`; ConfigError whose message starts with `path`."""
     try:
         with open(path) as f:
             text = f.read()
@@ -165,7 +188,10 @@ def load(path):
         raw = json.loads(text)
     except ValueError:
         raise ConfigError(path + ": not valid JSON")
-    return validate(raw)
+    try:
+        return validate(raw)
+    except ConfigError as error:
+        raise ConfigError(path + ": " + str(error))
 
 
 def remote_keys():
@@ -202,6 +228,9 @@ def apply_remote(cfg, values, path):
     merged = dict(cfg)
     merged.update(values)
     bad = _cross_check(merged)
+    if bad and bad[0] == "watchdog_ms":
+        need = str(cfg["watchdog_ms"]) + " < " + str(watchdog_floor(merged))
+        raise ValueError(", ".join(sorted(values)) + ": would let the watchdog fire (watchdog_ms " + need + ")")
     if bad:
         raise ValueError(bad[0] + ": " + bad[1])
     raw = store.load(path, {})

@@ -16,7 +16,6 @@ resumes, or ends FAILED "interrupted by reset, not re-run") and `done` with its 
 (after a reset that update is sent, the handler not run again).
 """
 
-import gc
 import sys
 import time
 
@@ -91,6 +90,7 @@ class Engine:
             self.log("engine:", _reason(e))
             if not isinstance(e, OSError):
                 sys.print_exception(e)
+                self._pause()  # what is not a link failure must not spin the loop
             self.link.close()
             self.want_next = True
             self.want_recover = True
@@ -112,11 +112,7 @@ class Engine:
             self.wdt.feed()
 
     def _sleep(self, ms):
-        while ms > 0:
-            self.feed()
-            step = min(ms, 1000)
-            time.sleep_ms(step)
-            ms -= step
+        clock.sleep(ms, self.feed)
 
     def connect(self):
         """Open the link (backoff between tries), then ask again: a lost notification never
@@ -300,7 +296,6 @@ class Engine:
             details = details.encode()
         else:
             self.pending = (job, status, details)
-        gc.collect()
         if not self.link.connected:
             self.connect()  # the handler released the link (job.release_link), or lost it
         self._finish(job, status, details)
@@ -401,17 +396,21 @@ def build(cfg, board, log=print):
     from jobs.scan import Scanner
 
     root = getattr(board, "root", "")
-    link = tls.new_client(
-        mqtt.MQTT,
+    # the DER bytes go straight into the context and are not kept (about 3 KB)
+    ctx = tls.context(
+        _read(store.join(root, cfg["ca"])), _read(store.join(root, cfg["cert"])), _read(store.join(root, cfg["key"]))
+    )
+    link = mqtt.MQTT(
         cfg["thing_name"],
         cfg["endpoint"],
         cfg["port"],
         cfg["keepalive"],
-        _read(store.join(root, cfg["ca"])),
-        _read(store.join(root, cfg["cert"])),
-        _read(store.join(root, cfg["key"])),
+        ssl=ctx,
+        buffer_size=cfg["buffer_size"],
+        connect_timeout_ms=cfg["connect_timeout_ms"],
+        io_timeout_ms=cfg["request_timeout_ms"],
+        log=log,
     )
-    link.setup(cfg["buffer_size"], cfg["connect_timeout_ms"], cfg["request_timeout_ms"])
     client = C.Client(link, topics.Topics(cfg["thing_name"]), token.Tokens(), Scanner(), cfg, log)
     telemetry = None
     if cfg["telemetry_interval_s"]:

@@ -8,8 +8,9 @@
 The whole payload is checked against RFC 8259 (strict UTF-8, escapes and surrogate pairs,
 numbers, literals, nesting, nothing after the object). The first problem raises
 ScanError(kind, offset); `feed` never raises: it keeps the first error and `end` raises it.
-The scanner is a byte-level state machine, so a chunk may end anywhere (inside a string, an
-escape, a number or a UTF-8 sequence). It allocates only the few values it returns.
+After an error `sc.fields` still holds what was read before it. The scanner is a byte-level
+state machine, so a chunk may end anywhere (inside a string, an escape, a number or a UTF-8
+sequence); it spends a bounded time on each byte and allocates only the values it returns.
 """
 
 from micropython import const
@@ -18,8 +19,8 @@ from micropython import const
 _START = const(0)
 _VALUE = const(1)
 _VALUE_OR_CLOSE = const(2)
-_KEY_OR_CLOSE = const(3)
-_KEY = const(4)
+_KEY = const(3)
+_KEY_OR_CLOSE = const(4)
 _COLON = const(5)
 _AFTER = const(6)
 _DONE = const(7)
@@ -32,50 +33,62 @@ _LOW_U = const(13)
 _NUM = const(14)
 _LIT = const(15)
 
-_OBJ = const(1)
-_ARR = const(2)
-
-# number states: after "-", after a leading 0, integer digits, after ".", fraction digits,
-# after "e", after the exponent sign, exponent digits
-_N_MINUS = const(0)
-_N_ZERO = const(1)
-_N_INT = const(2)
-_N_DOT = const(3)
-_N_FRAC = const(4)
-_N_E = const(5)
-_N_ESIGN = const(6)
-_N_EXP = const(7)
+# number states: before the first character, after "-", after a leading 0, integer digits,
+# after ".", fraction digits, after "e", after the exponent sign, exponent digits
+_N_START = const(0)
+_N_MINUS = const(1)
+_N_ZERO = const(2)
+_N_INT = const(3)
+_N_DOT = const(4)
+_N_FRAC = const(5)
+_N_E = const(6)
+_N_ESIGN = const(7)
+_N_EXP = const(8)
 
 MAX_NUMBER = const(100)  # longest number token accepted (RFC 8259 section 9 allows a limit)
 _KEY_CAP = const(16)  # longer keys cannot be one of ours
 
-# the fields; _TYPE says what JSON type each one must have
+# field slots: _NAME is the Fields attribute a slot fills, _TYPE the JSON type its value must have
 _F_TOKEN = const(1)
 _F_CODE = const(2)
 _F_MESSAGE = const(3)
-_F_TIMESTAMP = const(4)
-_F_EXEC = const(5)
-_F_STATE = const(6)
-_F_JOB = const(7)
-_F_STATUS = const(8)
-_F_VERSION = const(9)
-_F_EXECNUM = const(10)
-_F_DETAILS = const(11)
-_F_DOC = const(12)
-_F_SSTATUS = const(13)
-_F_SVERSION = const(14)
+_F_EXEC = const(4)
+_F_STATE = const(5)
+_F_JOB = const(6)
+_F_STATUS = const(7)
+_F_VERSION = const(8)
+_F_EXECNUM = const(9)
+_F_DETAILS = const(10)
+_F_DOC = const(11)
+_F_SSTATUS = const(12)
+_F_SVERSION = const(13)
+_NAME = (
+    "",
+    "client_token",
+    "code",
+    "message",
+    "",  # execution: has_execution is set when its object starts
+    "",
+    "job_id",
+    "status",
+    "version_number",
+    "execution_number",
+    "status_details",
+    "document",
+    "state_status",
+    "state_version",
+)
 _T_STR = const(1)
 _T_INT = const(2)
 _T_OBJ = const(3)
 _T_SPAN = const(4)
-_TYPE = b"\x00\x01\x01\x01\x02\x03\x03\x01\x01\x02\x02\x04\x04\x01\x02"
+_TYPE = b"\x00\x01\x01\x01\x03\x03\x01\x01\x02\x02\x04\x04\x01\x02"
 _TYPE_NAME = ("", "a string", "an integer", "an object", "")
 
 _TOP_KEYS = (
     (b"clientToken", _F_TOKEN),
     (b"code", _F_CODE),
     (b"message", _F_MESSAGE),
-    (b"timestamp", _F_TIMESTAMP),
     (b"execution", _F_EXEC),
     (b"executionState", _F_STATE),
 )
@@ -114,16 +127,14 @@ class ScanError(ValueError):
         self.kind = kind
         self.offset = offset
         self.why = why
-        # what the message named before the error (the Fields are cleared): the caller can
-        # still answer an execution whose document cannot be read
-        self.client_token = None
-        self.job_id = None
-        self.execution_number = None
-        self.version_number = None
 
 
 class Fields:
-    """What the last scan found; one object, reset by every scan."""
+    """What the last scan found; one object, reset when a scan starts.
+
+    After a failed scan it holds the values read before the error, so the caller can still
+    answer an execution whose document cannot be read.
+    """
 
     def __init__(self):
         self.reset()
@@ -134,7 +145,6 @@ class Fields:
         self.client_token = None
         self.code = None
         self.message = None
-        self.timestamp = None
         self.has_execution = False
         self.job_id = None
         self.status = None
@@ -144,32 +154,6 @@ class Fields:
         self.status_details = None
         self.state_status = None
         self.state_version = None
-
-    def _set(self, slot, value):
-        if slot == _F_TOKEN:
-            self.client_token = value
-        elif slot == _F_CODE:
-            self.code = value
-        elif slot == _F_MESSAGE:
-            self.message = value
-        elif slot == _F_TIMESTAMP:
-            self.timestamp = value
-        elif slot == _F_JOB:
-            self.job_id = value
-        elif slot == _F_STATUS:
-            self.status = value
-        elif slot == _F_VERSION:
-            self.version_number = value
-        elif slot == _F_EXECNUM:
-            self.execution_number = value
-        elif slot == _F_DETAILS:
-            self.status_details = value
-        elif slot == _F_DOC:
-            self.document = value
-        elif slot == _F_SSTATUS:
-            self.state_status = value
-        elif slot == _F_SVERSION:
-            self.state_version = value
 
 
 class Scanner:
@@ -181,7 +165,7 @@ class Scanner:
         self.max_depth = max_depth
         self.max_str = max_str
         self.fields = Fields()
-        self._stack = bytearray(max_depth + 1)
+        self._stack = bytearray(max_depth + 1)  # the closing bracket of each open container
         self._scratch = bytearray(max(max_str, _KEY_CAP))
         self._reset(False)
 
@@ -211,18 +195,16 @@ class Scanner:
         self._base += n
 
     def end(self):
-        """The Fields of a valid message; raises ScanError for an invalid one."""
+        """The Fields of a valid message; raises ScanError for an invalid one (Fields kept)."""
         fields = self.fields
-        error = self._error
-        if error is None and self._st != _DONE:
-            error = ScanError("truncated", self._base, "the message ends early")
-            self._error = error
-        if error is not None:
-            raise error  # the fields found before the error stay in self.fields
         fields.size = self._base
         if self._stream:
             fields.truncated = True
             fields.document = fields.status_details = None
+        if self._error is None and self._st != _DONE:
+            self._error = ScanError("truncated", self._base, "the message ends early")
+        if self._error is not None:
+            raise self._error
         return fields
 
     # -- the machine ---------------------------------------------------------------------------
@@ -253,24 +235,26 @@ class Scanner:
         self._hexn = 0
         self._code = 0
         self._high = 0
-        self._ns = 0
+        self._ns = _N_START
         self._nlen = 0
         self._nbeg = 0
         self._neg = False
         self._acc = 0
-        self._isint = False
         self._lit = b""
         self._lp = 0
 
     def _run(self, buf, i, end):
-        """Scan buf[i:end], carrying on from where the last chunk stopped."""
+        """Scan buf[i:end], carrying on from where the last chunk stopped.
+
+        A branch that does not end a value continues the loop; one that does (a string, number
+        or literal done, a container closed) falls through to the tail at the bottom.
+        """
         st = self._st
         depth = self._depth
         is_key = self._is_key
         collect = self._collect  # the string being read is kept in the scratch buffer
         slot = self._slot  # field named by the key just read; its value comes next
         span_depth = self._span_depth  # depth at which the jobDocument/statusDetails value ends
-        max_depth = self.max_depth
         stack = self._stack
         plain = _PLAIN
         base = self._base
@@ -289,180 +273,179 @@ class Scanner:
                         break
                     c = buf[i]
                     i += 1
-                    if c == 34:
-                        if is_key:
+                    if c != 34:
+                        if c == 92:
+                            st = _ESC
+                        elif c < 32:
+                            raise ScanError("string", base + i - 1, "control character in a string")
+                        else:
+                            self._utf8_lead(c, base + i - 1)
+                            st = _UTF8
+                        continue
+                    if is_key:
+                        if collect:
+                            slot = self._key_done(depth)
+                        if i < end and buf[i] == 58:  # the usual ':' right after a key
+                            i += 1
+                            st = _VALUE
+                        else:
+                            st = _COLON
+                        continue
+                    if collect:
+                        self._string_done()
+                else:
+                    c = buf[i]
+                    if st > _STR:
+                        if st == _NUM:
+                            i = self._number(buf, i, end)
+                            if i == end:  # the number may go on in the next chunk
+                                continue
+                        elif st == _UTF8:
+                            if c < self._lo or c > self._hi:
+                                raise ScanError("utf8", base + i, "invalid UTF-8 in a string")
                             if collect:
-                                slot = self._key_done(depth)
-                            if i < end and buf[i] == 58:  # the usual ':' right after a key
-                                i += 1
-                                st = _VALUE
+                                self._put(c)
+                            i += 1
+                            self._need -= 1
+                            if self._need:
+                                self._lo = 0x80
+                                self._hi = 0xBF
                             else:
-                                st = _COLON
-                        else:
-                            if collect:
-                                self._string_done()
-                            st = _AFTER
-                            if depth == span_depth:
-                                span_depth = self._span_end(base + i)
-                    elif c == 92:
-                        st = _ESC
-                    elif c < 32:
-                        raise ScanError("string", base + i - 1, "control character in a string")
-                    else:
-                        self._utf8_lead(c, base + i - 1)
-                        st = _UTF8
-                    continue
-                c = buf[i]
-                if st > _STR:
-                    if st == _NUM:
-                        i = self._number(buf, i, end)
-                        if i < end:  # the number ended before the chunk did
-                            st = _AFTER
-                            if depth == span_depth:
-                                span_depth = self._span_end(base + i)
-                    elif st == _UTF8:
-                        if c < self._lo or c > self._hi:
-                            raise ScanError("utf8", base + i, "invalid UTF-8 in a string")
-                        if collect:
-                            self._put(c)
+                                st = _STR
+                            continue
+                        elif st == _ESC:
+                            i += 1
+                            if c == 117:
+                                st = _HEX
+                                self._hexn = 0
+                                self._code = 0
+                            else:
+                                b = _ESCAPE[c] if c < 128 else 0
+                                if not b:
+                                    raise ScanError("escape", base + i - 1, "unknown escape")
+                                if collect:
+                                    self._put(b)
+                                st = _STR
+                            continue
+                        elif st == _HEX:
+                            st = self._hex(c, base + i)
+                            i += 1
+                            continue
+                        elif st == _LIT:
+                            lp = self._lp
+                            if c != self._lit[lp]:
+                                raise ScanError("syntax", base + i, "bad literal")
+                            i += 1
+                            lp += 1
+                            self._lp = lp
+                            if lp < len(self._lit):
+                                continue
+                        else:  # _LOW_BS, _LOW_U: a high surrogate must be followed by \uDC00-\uDFFF
+                            if c != (92 if st == _LOW_BS else 117):
+                                raise ScanError("escape", base + i, "high surrogate without a low one")
+                            i += 1
+                            if st == _LOW_BS:
+                                st = _LOW_U
+                            else:
+                                st = _HEX
+                                self._hexn = 0
+                                self._code = 0
+                            continue
+                    elif c <= 32 and (c == 32 or c == 10 or c == 13 or c == 9):
                         i += 1
-                        self._need -= 1
-                        if self._need:
-                            self._lo = 0x80
-                            self._hi = 0xBF
-                        else:
-                            st = _STR
-                    elif st == _ESC:
-                        i += 1
-                        if c == 117:
-                            st = _HEX
-                            self._hexn = 0
-                            self._code = 0
-                        else:
-                            b = _ESCAPE[c] if c < 128 else 0
-                            if not b:
-                                raise ScanError("escape", base + i - 1, "unknown escape")
-                            if collect:
-                                self._put(b)
-                            st = _STR
-                    elif st == _HEX:
-                        st = self._hex(c, base + i)
-                        i += 1
-                    elif st == _LIT:
-                        lp = self._lp
-                        if c != self._lit[lp]:
-                            raise ScanError("syntax", base + i, "bad literal")
-                        i += 1
-                        lp += 1
-                        self._lp = lp
-                        if lp == len(self._lit):
-                            st = _AFTER
-                            if depth == span_depth:
-                                span_depth = self._span_end(base + i)
-                    else:  # _LOW_BS, _LOW_U: a high surrogate must be followed by \uDC00-\uDFFF
-                        if c != (92 if st == _LOW_BS else 117):
-                            raise ScanError("escape", base + i, "high surrogate without a low one")
-                        i += 1
-                        if st == _LOW_BS:
-                            st = _LOW_U
-                        else:
-                            st = _HEX
-                            self._hexn = 0
-                            self._code = 0
-                    continue
-                if c <= 32 and (c == 32 or c == 10 or c == 13 or c == 9):
-                    i += 1
-                    continue
-                if st == _AFTER:
-                    top = stack[depth]
-                    if c == 44:
-                        st = _KEY if top == _OBJ else _VALUE
-                    elif (c == 125 and top == _OBJ) or (c == 93 and top == _ARR):
+                        if c == 10:  # the indentation after a newline, in one inner loop
+                            while i < end and buf[i] == 32:
+                                i += 1
+                        continue
+                    elif st == _AFTER:
+                        if c == 44:
+                            st = _KEY if stack[depth] == 125 else _VALUE
+                            i += 1
+                            continue
+                        if c != stack[depth]:
+                            raise ScanError("syntax", base + i, "expected ',' or a closing bracket")
                         depth -= 1
-                        st = _AFTER if depth else _DONE
-                        if depth == span_depth:
-                            span_depth = self._span_end(base + i + 1)
-                    else:
-                        raise ScanError("syntax", base + i, "expected ',' or a closing bracket")
-                    i += 1
-                elif st == _KEY or st == _KEY_OR_CLOSE:
-                    if c == 34:
-                        st = _STR
-                        is_key = True
-                        collect = depth == 1 or (depth == 2 and self._ctx != 0)
-                        self._collect = collect
-                        if collect:
-                            self._sn = 0
-                            self._cap = _KEY_CAP
-                            self._over = False
-                            self._sbeg = base + i
-                    elif c == 125 and st == _KEY_OR_CLOSE:
-                        depth -= 1
-                        st = _AFTER if depth else _DONE
-                        if depth == span_depth:
-                            span_depth = self._span_end(base + i + 1)
-                    else:
-                        raise ScanError("syntax", base + i, "expected a key")
-                    i += 1
-                elif st == _COLON:
-                    if c != 58:
-                        raise ScanError("syntax", base + i, "expected ':'")
-                    st = _VALUE
-                    i += 1
-                elif st == _DONE:
-                    raise ScanError("syntax", base + i, "data after the end of the message")
-                elif c == 93 and st == _VALUE_OR_CLOSE:
-                    depth -= 1
-                    st = _AFTER
-                    if depth == span_depth:
-                        span_depth = self._span_end(base + i + 1)
-                    i += 1
-                else:  # a value starts: _START, _VALUE, _VALUE_OR_CLOSE
-                    if st == _START and c != 123:
-                        kind = "type" if c in b'["-0123456789tfn' else "syntax"
-                        raise ScanError(kind, base + i, "a Jobs message is a JSON object")
-                    keep = 0
-                    if slot:
-                        keep = self._value_starts(slot, c, depth, base + i)
-                        span_depth = self._span_depth
-                    if c == 34:
-                        st = _STR
-                        is_key = False
-                        collect = keep != 0
-                        self._collect = collect
-                        if collect:
-                            self._sn = 0
-                            self._cap = self.max_str
-                            self._over = False
-                            self._sbeg = base + i
-                    elif c == 123 or c == 91:
-                        if depth >= max_depth:
-                            raise ScanError("depth", base + i, "nested deeper than %d" % max_depth)
-                        depth += 1
-                        if c == 123:
-                            stack[depth] = _OBJ
-                            st = _KEY_OR_CLOSE
-                        else:
-                            stack[depth] = _ARR
-                            st = _VALUE_OR_CLOSE
-                        if depth == 2:
-                            self._ctx = slot if c == 123 and (slot == _F_EXEC or slot == _F_STATE) else 0
-                    elif 48 <= c <= 57 or c == 45:
+                        i += 1
+                    elif st == _KEY or st == _KEY_OR_CLOSE:
+                        if c == 34:
+                            st = _STR
+                            is_key = True
+                            collect = depth == 1 or (depth == 2 and self._ctx != 0)
+                            self._collect = collect
+                            if collect:
+                                self._sn = 0
+                                self._cap = _KEY_CAP
+                                self._over = False
+                                self._sbeg = base + i
+                            i += 1
+                            continue
+                        if c != 125 or st == _KEY:
+                            raise ScanError("syntax", base + i, "expected a key")
+                        depth -= 1  # "{}"
+                        i += 1
+                    elif st == _COLON:
+                        if c != 58:
+                            raise ScanError("syntax", base + i, "expected ':'")
+                        st = _VALUE
+                        i += 1
+                        continue
+                    elif st == _DONE:
+                        raise ScanError("syntax", base + i, "data after the end of the message")
+                    elif c == 93 and st == _VALUE_OR_CLOSE:
+                        depth -= 1  # "[]"
+                        i += 1
+                    else:  # a value starts: _START, _VALUE, _VALUE_OR_CLOSE
+                        if st == _START and c != 123:
+                            kind = "type" if c in b'["-0123456789tfn' else "syntax"
+                            raise ScanError(kind, base + i, "a Jobs message is a JSON object")
+                        keep = 0
+                        if slot:
+                            keep = self._value_starts(slot, c, depth, base + i)
+                            span_depth = self._span_depth
+                            slot = 0
+                        if c == 34:
+                            st = _STR
+                            is_key = False
+                            collect = keep != 0
+                            self._collect = collect
+                            if collect:
+                                self._sn = 0
+                                self._cap = self.max_str
+                                self._over = False
+                                self._sbeg = base + i
+                            i += 1
+                            continue
+                        if c == 123 or c == 91:
+                            if depth >= self.max_depth:
+                                raise ScanError("depth", base + i, "nested deeper than %d" % self.max_depth)
+                            depth += 1
+                            stack[depth] = c + 2  # "}" or "]"
+                            st = _KEY_OR_CLOSE if c == 123 else _VALUE_OR_CLOSE
+                            if depth == 2:
+                                self._ctx = keep  # _F_EXEC, _F_STATE or 0
+                            i += 1
+                            continue
+                        if not (48 <= c <= 57 or c == 45):
+                            if c != 116 and c != 102 and c != 110:
+                                raise ScanError("syntax", base + i, "expected a value")
+                            st = _LIT
+                            self._lit = b"true" if c == 116 else (b"false" if c == 102 else b"null")
+                            self._lp = 1
+                            i += 1
+                            continue
                         st = _NUM
-                        self._ns = _N_MINUS if c == 45 else (_N_ZERO if c == 48 else _N_INT)
-                        self._nlen = 1
+                        self._ns = _N_START
+                        self._nlen = 0
                         self._nbeg = base + i
-                        self._neg = c == 45
-                        self._acc = 0 if c == 45 else c - 48
-                        self._isint = True
-                    elif c == 116 or c == 102 or c == 110:
-                        st = _LIT
-                        self._lit = b"true" if c == 116 else (b"false" if c == 102 else b"null")
-                        self._lp = 1
-                    else:
-                        raise ScanError("syntax", base + i, "expected a value")
-                    slot = 0
-                    i += 1
+                        self._neg = False
+                        self._acc = 0
+                        i = self._number(buf, i, end)
+                        if i == end:  # the number may go on in the next chunk
+                            continue
+                # a value ended at buf[i]
+                st = _AFTER if depth else _DONE
+                if depth == span_depth:
+                    span_depth = self._span_end(base + i)
         finally:
             self._st = st
             self._depth = depth
@@ -474,13 +457,13 @@ class Scanner:
         """Continue a number at buf[i]; the index where it stopped (end: not finished yet)."""
         ns = self._ns
         start = i
-        keep = self._vslot != 0  # an integer field: its value is accumulated
+        keep = self._vslot != 0  # an integer field: its value is added up
         while i < end:
             c = buf[i]
             if 48 <= c <= 57:
                 if ns == _N_ZERO:
                     break  # "01": the number is "0", and what follows is a syntax error
-                if ns == _N_MINUS:
+                if ns <= _N_MINUS:
                     ns = _N_ZERO if c == 48 else _N_INT
                 elif ns == _N_DOT:
                     ns = _N_FRAC
@@ -490,7 +473,9 @@ class Scanner:
                 if ns != _N_ZERO:
                     while j < end and 48 <= buf[j] <= 57:
                         j += 1
-                if keep and ns == _N_INT:
+                # the length is checked before the digits are added up: a run too long for
+                # MAX_NUMBER costs no big-int work, so every byte of any number costs the same
+                if keep and ns == _N_INT and self._nlen + j - start <= MAX_NUMBER:
                     acc = self._acc
                     for k in range(i, j):
                         acc = acc * 10 + buf[k] - 48
@@ -499,32 +484,38 @@ class Scanner:
                 continue
             if c == 46 and (ns == _N_ZERO or ns == _N_INT):
                 ns = _N_DOT
-                self._isint = False
             elif (c == 101 or c == 69) and (ns == _N_ZERO or ns == _N_INT or ns == _N_FRAC):
                 ns = _N_E
-                self._isint = False
             elif (c == 43 or c == 45) and ns == _N_E:
                 ns = _N_ESIGN
+            elif c == 45 and ns == _N_START:
+                ns = _N_MINUS
+                self._neg = True
             else:
                 break
             i += 1
-        self._ns = ns
         nlen = self._nlen + i - start
         self._nlen = nlen
         if nlen > MAX_NUMBER:
             raise ScanError("number", self._nbeg, "number longer than %d" % MAX_NUMBER)
         if i == end:
+            self._ns = ns
             return i
-        if ns == _N_MINUS or ns == _N_DOT or ns == _N_E or ns == _N_ESIGN:
+        if ns <= _N_MINUS or ns == _N_DOT or ns == _N_E or ns == _N_ESIGN:
             raise ScanError("number", self._base + i, "incomplete number")
         if keep:
-            self._int_done()
+            slot = self._vslot
+            self._vslot = 0
+            if ns > _N_INT:
+                raise ScanError("type", self._nbeg, "field value must be an integer")
+            setattr(self.fields, _NAME[slot], -self._acc if self._neg else self._acc)
         return i
 
     def _value_starts(self, slot, c, depth, offset):
         """Check the JSON type of a field's value (null means absent) and prepare to keep it.
 
-        Returns the slot when the value (a string or an integer) is to be kept, else 0.
+        Returns the slot when the value is a string or an integer to keep or the object of
+        `execution` or `executionState`, else 0.
         """
         if c == 110:
             return 0
@@ -540,13 +531,13 @@ class Scanner:
             ok = c == 45 or 48 <= c <= 57
         else:
             ok = c == 123
-            if ok and slot == _F_EXEC:
-                self.fields.has_execution = True
         if not ok:
             raise ScanError("type", offset, "field value must be " + _TYPE_NAME[kind])
         if kind == _T_OBJ:
-            return 0
-        self._vslot = slot
+            if slot == _F_EXEC:
+                self.fields.has_execution = True
+        else:
+            self._vslot = slot
         return slot
 
     def _copy(self, buf, i, j):
@@ -665,17 +656,10 @@ class Scanner:
             if slot != _F_MESSAGE:
                 raise ScanError("string", self._sbeg, "longer than %d bytes" % self.max_str)
             sn = _whole_chars(self._scratch, sn)
-        self.fields._set(slot, str(memoryview(self._scratch)[:sn], "utf-8"))
-
-    def _int_done(self):
-        slot = self._vslot
-        self._vslot = 0
-        if not self._isint:
-            raise ScanError("type", self._nbeg, "field value must be an integer")
-        self.fields._set(slot, -self._acc if self._neg else self._acc)
+        setattr(self.fields, _NAME[slot], str(memoryview(self._scratch)[:sn], "utf-8"))
 
     def _span_end(self, offset):
-        self.fields._set(self._span_slot, (self._span_start, offset))
+        setattr(self.fields, _NAME[self._span_slot], (self._span_start, offset))
         self._span_slot = 0
         self._span_depth = -1
         return -1

@@ -1,11 +1,9 @@
-# jobs.tls: mutual-TLS settings for the MQTT connection. MIT licence.
-"""Build the TLS context and the umqtt.simple client for both umqtt generations.
+# jobs.tls: the mutual-TLS context for the MQTT connection. MIT licence.
+"""The SSLContext `jobs.mqtt.MQTT` wraps its socket with (`ssl=`); verification is always on.
 
-umqtt.simple >= 1.4.0 (frozen into ESP32 firmware v1.23+) takes an SSLContext as `ssl=`
-and wraps with `server_hostname=server` (SNI and host-name check). 1.3.4 (the registry's
-only release, used on the host) takes any truthy `ssl` and calls
-`ussl.wrap_socket(sock, **ssl_params)`. `new_client` serves both: it passes the context
-and also sets `ssl_params` in the legacy `wrap_socket` form. Verification is always on.
+The transport wraps with `server_hostname=<endpoint>` (SNI and the host-name check). The
+DER bytes are parsed into the context here and not kept: after `context()` returns, the
+caller's certificate, key and CA bytes can be collected.
 """
 
 import ssl
@@ -22,21 +20,3 @@ def context(ca, cert, key):
     ctx.load_verify_locations(cadata=ca)
     ctx.load_cert_chain(cert, key)
     return ctx
-
-
-def legacy_params(ca, cert, key, host):
-    """The `ssl_params` umqtt.simple 1.3.4 hands to `ussl.wrap_socket`."""
-    return {
-        "key": key,
-        "cert": cert,
-        "cadata": ca,
-        "cert_reqs": ssl.CERT_REQUIRED,
-        "server_hostname": host,
-    }
-
-
-def new_client(cls, client_id, host, port, keepalive, ca, cert, key):
-    """An instance of the umqtt.simple `cls` (or a subclass) set up for mutual TLS."""
-    client = cls(client_id, host, port, keepalive=keepalive, ssl=context(ca, cert, key))
-    client.ssl_params = legacy_params(ca, cert, key, host)
-    return client

@@ -5,9 +5,11 @@
     t.start_next()                 # b"$aws/things/thing-1/jobs/start-next"
     t.classify(topic)              # (UPDATE_ACCEPTED, "job-7") or (UNKNOWN, None)
 
-Classification counts levels first, so a job called `get`, `start-next`, `notify` or
-`notify-next` is never mistaken for the fixed topics (aws-jobs-api.md section 1).
-It allocates nothing for a bytes topic except the job id string it returns.
+A job id may be any 1-64 of [a-zA-Z0-9_-], so jobs called `get`, `start-next`, `notify` or
+`notify-next` exist: their answers have three levels after the prefix (`get/get/accepted`),
+the fixed ones one or two (`get/accepted`), and classification tells them apart by that.
+The topic is compared in place (bytes, bytearray or the transport's memoryview alike), so
+nothing is allocated except the job id string returned.
 """
 
 from micropython import const
@@ -68,7 +70,7 @@ def _job_id_at(topic, start, end):
         c = topic[i]
         if not (97 <= c <= 122 or 65 <= c <= 90 or 48 <= c <= 57 or c == 45 or c == 95):
             return None
-    return topic[start:end].decode()
+    return str(topic[start:end], "utf-8")
 
 
 class Topics:
@@ -79,6 +81,9 @@ class Topics:
             raise ValueError("bad thing name (1-128 of a-z A-Z 0-9 : _ -): %r" % (thing_name,))
         self.thing_name = _as_bytes(thing_name)
         self.prefix = b"$aws/things/" + self.thing_name + b"/jobs/"
+        # a topic starts with the prefix exactly when prefix <= topic < this ("/" + 1 is "0"):
+        # two comparisons made in C on any buffer, where memoryview has no startswith()
+        self._past = self.prefix[:-1] + b"0"
 
     def get_pending(self):
         return self.prefix + b"get"
@@ -115,51 +120,57 @@ class Topics:
         return (p + b"notify-next", p + b"start-next/+", p + b"get/+", p + b"+/+/+")
 
     def classify(self, topic):
-        """(kind, job_id or None) for an incoming topic (bytes, bytearray or memoryview)."""
-        if not isinstance(topic, bytes):
-            topic = bytes(topic)  # bytearray lacks startswith() on older firmware
+        """(kind, job_id or None) for an incoming topic (bytes, bytearray or memoryview).
+
+        Read from the end: an answer ends in `/accepted` or `/rejected`, and what comes before
+        that tells a fixed answer (`get`, `start-next`) from a job's (`<job>/get`,
+        `<job>/update`). The job id must match its pattern, so it holds no "/".
+        """
+        if not self.prefix <= topic < self._past:
+            return _PLAIN[UNKNOWN]
         p = len(self.prefix)
-        if not topic.startswith(self.prefix):
-            return _PLAIN[UNKNOWN]
         n = len(topic)
-        s1 = topic.find(b"/", p)
-        if s1 < 0:
-            if n - p == 6 and topic.endswith(b"notify"):
-                return _PLAIN[NOTIFY]
-            if n - p == 11 and topic.endswith(b"notify-next"):
-                return _PLAIN[NOTIFY_NEXT]
+        if n - p == 11 and _at(topic, p, b"notify-next"):
+            return _PLAIN[NOTIFY_NEXT]
+        if n - p == 6 and _at(topic, p, b"notify"):
+            return _PLAIN[NOTIFY]
+        head = n - 9  # where "/accepted" or "/rejected" starts, after at least "get"
+        answer = _answer(topic, head) if head - p >= 3 else -1
+        if answer < 0:
             return _PLAIN[UNKNOWN]
-        s2 = topic.find(b"/", s1 + 1)
-        if s2 < 0:
-            answer = _answer(topic, s1 + 1, n)
-            if answer < 0:
-                return _PLAIN[UNKNOWN]
-            if s1 - p == 3 and topic.startswith(b"get", p):
-                return _PLAIN[GET_ACCEPTED + answer]
-            if s1 - p == 10 and topic.startswith(b"start-next", p):
-                return _PLAIN[START_NEXT_ACCEPTED + answer]
-            return _PLAIN[UNKNOWN]
-        answer = _answer(topic, s2 + 1, n)
-        if answer < 0 or topic.find(b"/", s2 + 1) >= 0:
-            return _PLAIN[UNKNOWN]
-        if s2 - s1 == 4 and topic.startswith(b"get", s1 + 1):
-            if s1 - p == 5 and topic.startswith(b"$next", p):
+        if head - p == 3 and _at(topic, p, b"get"):
+            return _PLAIN[GET_ACCEPTED + answer]
+        if head - p == 10 and _at(topic, p, b"start-next"):
+            return _PLAIN[START_NEXT_ACCEPTED + answer]
+        if head - p > 4 and _at(topic, head - 4, b"/get"):
+            if head - 4 - p == 5 and _at(topic, p, b"$next"):
                 return _OF_NEXT[answer]
-            job_id = _job_id_at(topic, p, s1)
+            job_id = _job_id_at(topic, p, head - 4)
             if job_id is not None:
                 return DESCRIBE_ACCEPTED + answer, job_id
-        elif s2 - s1 == 7 and topic.startswith(b"update", s1 + 1):
-            job_id = _job_id_at(topic, p, s1)
+        elif head - p > 7 and _at(topic, head - 7, b"/update"):
+            job_id = _job_id_at(topic, p, head - 7)
             if job_id is not None:
                 return UPDATE_ACCEPTED + answer, job_id
         return _PLAIN[UNKNOWN]
 
 
-def _answer(topic, start, end):
-    """0 when topic[start:end] is `accepted`, 1 for `rejected`, else -1."""
-    if end - start == 8:
-        if topic.endswith(b"accepted"):
+def _at(topic, i, word):
+    """True when `word` is at topic[i:] (compared in place: memoryview has no startswith)."""
+    if i + len(word) > len(topic):
+        return False
+    for c in word:
+        if topic[i] != c:
+            return False
+        i += 1
+    return True
+
+
+def _answer(topic, i):
+    """0 when topic[i:] is `/accepted`, 1 for `/rejected`, else -1."""
+    if topic[i] == 47:
+        if _at(topic, i + 1, b"accepted"):
             return 0
-        if topic.endswith(b"rejected"):
+        if _at(topic, i + 1, b"rejected"):
             return 1
     return -1

@@ -10,10 +10,15 @@ calls = []
 
 
 class _Pin:
-    OUT, IN = 3, 1
+    OUT, IN, PULL_UP = 3, 1, 2
+    levels = {}  # what an input reads; a pulled-up input reads 1 when absent
 
-    def __init__(self, number, mode=-1, value=None):
-        calls.append(("Pin", number, mode, value))
+    def __init__(self, number, mode=-1, pull=-1, value=None):
+        self.number = number
+        calls.append(("Pin", number, mode, value) if pull == -1 else ("Pin", number, mode, pull))
+
+    def value(self):
+        return _Pin.levels.get(self.number, 1)
 
 
 class machine:
@@ -84,30 +89,58 @@ class _Partition:
 class esp32:
     NVS = _NVS
     Partition = _Partition
+    HEAP_DATA = 4
+    heaps = [(7288, 0, 0, 0), (79912, 35712, 35512, 35108), (15072, 15036, 15036, 15036)]
+
+    @staticmethod
+    def idf_heap_info(capabilities):
+        return esp32.heaps if capabilities == esp32.HEAP_DATA else []
 
 
 class _WLAN:
+    """The port's STA interface as network_wlan.c behaves: while a connect is requested (and
+    reconnects are unlimited) status() says STAT_CONNECTING; after disconnect() it gives the
+    last disconnect reason; switching the interface off forgets it."""
+
     connected = False
+    on = False
+    requested = False
+    reason = 201  # WIFI_REASON_NO_AP_FOUND
 
     def __init__(self, iface):
         pass
 
     def active(self, on=None):
-        return True
+        if on is not None:
+            _WLAN.on = on
+            if not on:
+                _WLAN.reason = 0
+        return _WLAN.on
 
     def isconnected(self):
         return _WLAN.connected
 
     def connect(self, ssid, password):
         calls.append(("connect", ssid, password))
+        _WLAN.requested = True
+
+    def disconnect(self):
+        _WLAN.requested = False
 
     def status(self):
-        return 201  # STAT_NO_AP_FOUND
+        if _WLAN.connected:
+            return network.STAT_GOT_IP
+        if _WLAN.requested:
+            return network.STAT_CONNECTING
+        return _WLAN.reason or network.STAT_IDLE
 
 
 class network:
     STA_IF = 0
     WLAN = _WLAN
+    STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
+    STAT_BEACON_TIMEOUT, STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD = 200, 201, 202
+    STAT_ASSOC_FAIL = STAT_CONNECT_FAIL = 203
 
 
 class ntptime:
@@ -202,16 +235,32 @@ def test_ota_pending_until_mark_valid_and_rollback_detected():
         _cleanup()
 
 
-def test_network_times_out_with_the_status_and_ntp_runs_before_returning():
+def test_network_times_out_naming_the_status_read_before_switching_off_and_feeds_while_waiting():
     try:
         espboard, Board = _espboard()
         b = Board({"wifi_ssid": "lab", "wifi_password": "pw", "ntp_host": "ntp.lab"})
+        feeds = []
         t0 = time.ticks_ms()
         with raises(OSError) as caught:
-            b.connect_network(300)
-        assert "Wi-Fi: no connection within 300 ms, status 201" in caught.value.args[0]
+            b.connect_network(300, lambda: feeds.append(1))
+        assert (
+            caught.value.args[0] == "Wi-Fi 'lab': no connection within 300 ms, status STAT_NO_AP_FOUND (201)"
+        )
         assert time.ticks_diff(time.ticks_ms(), t0) >= 300
-        assert ("connect", "lab", "pw") in calls
+        assert len(feeds) >= 2  # fed while it waits, not only after
+        assert ("connect", "lab", "pw") in calls and _WLAN.on is False  # switched off after
+        _WLAN.reason = 202
+        with raises(OSError) as caught:
+            b.connect_network(100)
+        assert caught.value.args[0].endswith("status STAT_WRONG_PASSWORD (202)")
+        _WLAN.reason = 203
+        with raises(OSError) as caught:
+            b.connect_network(100)
+        assert caught.value.args[0].endswith("status STAT_ASSOC_FAIL/STAT_CONNECT_FAIL (203)")
+        _WLAN.reason = 15  # an ESP-IDF reason without a STAT_ name (4-way handshake timeout)
+        with raises(OSError) as caught:
+            b.connect_network(100)
+        assert caught.value.args[0].endswith("status 15")
         _WLAN.connected = True
         calls.clear()
         assert b.connect_network(300) is True
@@ -221,7 +270,8 @@ def test_network_times_out_with_the_status_and_ntp_runs_before_returning():
             b.connect_network(300)
         assert caught.value.args[0] == "time sync: no answer from ntp.lab"
     finally:
-        _WLAN.connected = False
+        _WLAN.connected = _WLAN.on = _WLAN.requested = False
+        _WLAN.reason = 201
         ntptime.answers = True
         _cleanup()
 
@@ -243,5 +293,81 @@ def test_time_is_converted_from_the_2000_epoch():
 
         espboard.time = Clock2000
         assert b.time() == 946684810
+    finally:
+        _cleanup()
+
+
+def test_uptime_is_counted_from_boot_across_the_tick_wrap():
+    # boot 1 s before the tick counter wraps, then 3-day steps: ticks_diff(now, 0) is off by
+    # that second at once, and on a 32-bit port (2^30 ms period) negative after 6.2 days
+    from jobs import clock
+
+    saved = (clock._ticks, clock._last, clock._seconds, clock._ms)
+    state = [time.ticks_add(0, -1000)]
+
+    def ticks():
+        return state[0]
+
+    class Ticks:  # what espboard sees as `time`, on the same counter
+        ticks_ms = staticmethod(ticks)
+        ticks_diff = staticmethod(time.ticks_diff)
+
+    try:
+        espboard, Board = _espboard()
+        b = Board({})
+        espboard.time = Ticks
+        clock._ticks, clock._last, clock._seconds, clock._ms = ticks, ticks(), 0, 0
+        seen = []
+        for _ in range(4):
+            state[0] = time.ticks_add(state[0], 3 * 86_400_000)
+            seen.append(b.uptime())
+        assert seen == [3 * 86_400, 6 * 86_400, 9 * 86_400, 12 * 86_400], seen
+    finally:
+        clock._ticks, clock._last, clock._seconds, clock._ms = saved
+        _cleanup()
+
+
+def test_boot_button_held_is_read_from_its_pin_with_the_pull_up():
+    try:
+        espboard, Board = _espboard()
+        Board.boot_pin = 0
+        b = Board({})
+        calls.clear()
+        assert b.boot_held() is False
+        assert calls == [("Pin", 0, _Pin.IN, _Pin.PULL_UP)]
+        _Pin.levels[0] = 0
+        assert b.boot_held() is True
+        Board.boot_pin = None
+        assert b.boot_held() is False  # a board without a BOOT button is never in development mode
+    finally:
+        _Pin.levels.clear()
+        _cleanup()
+
+
+def test_psram_is_told_by_the_heap_regions():
+    try:
+        espboard, Board = _espboard()
+        assert Board({}).psram is False  # internal DRAM regions only (as a WROOM module)
+        esp32.heaps = esp32.heaps + [(4194252, 4000000, 3900000, 3800000)]  # a WROVER's 4 MiB
+        assert Board({}).psram is True
+    finally:
+        esp32.heaps = esp32.heaps[:3]
+        _cleanup()
+
+
+def test_ota_state_is_written_through_the_store():
+    # jobs.store writes once and renames; a torn /ota.json reads as empty, never as an exception
+    from jobs import store
+
+    try:
+        espboard, Board = _espboard()
+        espboard._OTA_FILE = "/tmp/mptest-esp-ota-" + str(random.getrandbits(30)) + ".json"
+        b = Board({})
+        b.record_version("ota_1", "2.0.0")
+        assert store.load(espboard._OTA_FILE) == {"versions": {"ota_1": "2.0.0"}, "pending": "ota_1"}
+        with open(espboard._OTA_FILE, "w") as f:
+            f.write('{"versions": {"ota_1": "2.')
+        assert Board({}).firmware_version().startswith("micropython-")
+        store.remove(espboard._OTA_FILE)
     finally:
         _cleanup()

@@ -1,5 +1,7 @@
-# The simulated board: OTA slots with ESP-IDF boot semantics, reset reasons, watchdog.
+# The simulated board: OTA slots with ESP-IDF boot semantics, reset reasons, watchdog, halt,
+# development mode, simulated network faults, the DevKitC pin table.
 import sys
+import time
 
 from mptest import raises
 from opstate import boot_again, fresh_board
@@ -69,8 +71,6 @@ def test_reset_exits_75_and_the_reason_survives_one_boot():
 
 
 def test_late_watchdog_feed_resets():
-    import time
-
     b = fresh_board()
     dog = b.watchdog(20)
     dog.feed()
@@ -96,7 +96,14 @@ def test_esp32_family_pin_tables_bar_flash_and_strapping_pins():
     sys.path.insert(0, root + "/boards/esp32")
     try:
         expected = {
-            "esp32": ((6, "flash"), (11, "flash"), (0, "strapping"), (2, "strapping"), (15, "strapping")),
+            "esp32": (
+                (6, "flash"),
+                (11, "flash"),
+                (16, "psram"),
+                (0, "strapping"),
+                (15, "strapping"),
+                (1, "uart"),
+            ),
             "esp32s3": ((26, "flash"), (32, "flash"), (0, "strapping"), (3, "strapping"), (46, "strapping")),
             "esp32c3": ((12, "flash"), (17, "flash"), (2, "strapping"), (8, "strapping"), (9, "strapping")),
         }
@@ -116,3 +123,79 @@ def test_esp32_family_pin_tables_bar_flash_and_strapping_pins():
         sys.path.pop(0)
         for name in ("machine", "esp32", "network", "board", "espboard"):
             sys.modules.pop(name, None)
+
+
+def test_the_devkitc_table_is_the_one_the_unix_board_uses():
+    import board as unix_board
+    import devkitc
+
+    assert unix_board.Board.table is devkitc.TABLE
+    for number, kind in (
+        (1, "uart"),
+        (3, "uart"),
+        (16, "psram"),
+        (17, "psram"),
+        (6, "flash"),
+        (0, "strapping"),
+    ):
+        with raises(ValueError) as caught:
+            unix_board.Board.resolve(number)
+        assert caught.value.args[0] == "pin: " + str(number) + " is a " + kind + " pin, never allowed"
+
+
+def test_halt_exits_78_and_is_not_a_reset():
+    b = fresh_board()
+    with raises(SystemExit) as caught:
+        b.halt("config.json: bad")
+    assert caught.value.args[0] == 78
+    assert boot_again(b).reset_reason() == "power on"  # nothing recorded: not a reset
+
+
+def test_boot_button_is_gpio0_held_low_in_pins_json():
+    from jobs import store
+
+    b = fresh_board()
+    assert b.boot_held() is False  # absent: released (pulled up)
+    store.save(b.root + "/simboard/pins.json", {"0": 0})
+    assert boot_again(b).boot_held() is True
+    store.save(b.root + "/simboard/pins.json", {"0": 1})
+    assert boot_again(b).boot_held() is False
+
+
+def test_network_faults_are_simulated_with_the_chips_messages():
+    from jobs import store
+
+    b = fresh_board()
+    assert b.connect_network(30000) is True
+    store.save(b.root + "/simboard/network.json", {"wifi": "STAT_NO_AP_FOUND"})
+    with raises(OSError) as caught:
+        b.connect_network(30000)
+    assert (
+        caught.value.args[0] == "Wi-Fi '': no connection within 30000 ms, status STAT_NO_AP_FOUND (simulated)"
+    )
+    store.save(b.root + "/simboard/network.json", {"ntp": True})
+    with raises(OSError) as caught:
+        b.connect_network(30000)
+    assert caught.value.args[0] == "time sync: no answer from pool.ntp.org"
+    store.remove(b.root + "/simboard/network.json")
+    assert b.connect_network(30000) is True
+
+
+def test_psram_is_a_knob_default_off():
+    assert fresh_board().psram is False
+    assert fresh_board(psram=True).psram is True
+
+
+def test_uptime_is_the_clocks_across_the_tick_wrap():
+    from jobs import clock
+
+    saved = (clock._ticks, clock._last, clock._seconds, clock._ms)
+    state = [time.ticks_add(0, -1000)]
+    try:
+        clock._ticks = lambda: state[0]
+        clock._last, clock._seconds, clock._ms = state[0], 0, 0
+        b = fresh_board()
+        state[0] = time.ticks_add(state[0], 7 * 86_400_000)  # past the wrap, past 6.2 days
+        assert b.uptime() == 7 * 86_400
+    finally:
+        clock._ticks, clock._last, clock._seconds, clock._ms = saved

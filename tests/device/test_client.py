@@ -18,8 +18,16 @@ def _open(thing, port, ident, **overrides):
     raw.update(overrides)
     cfg = config.validate(raw)
     ca, cert, key = ident
-    link = tls.new_client(mqtt.MQTT, thing, "localhost", port, 30, ca, cert, key)
-    link.setup(4096, 3000, 3000)
+    link = mqtt.MQTT(
+        thing,
+        "localhost",
+        port,
+        30,
+        ssl=tls.context(ca, cert, key),
+        buffer_size=4096,
+        connect_timeout_ms=3000,
+        io_timeout_ms=3000,
+    )
     logs = []
     c = C.Client(
         link, topics.Topics(thing), token.Tokens("feed0001"), Scanner(), cfg, lambda *a: logs.append(a)

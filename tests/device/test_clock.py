@@ -52,3 +52,5 @@ def test_backoff_doubles_up_to_the_ceiling_with_jitter():
         for _ in range(20):
             ms = clock.backoff_ms(attempt, 100, 5000)
             assert d // 2 <= ms <= d, (attempt, ms)
+    # devices that failed together do not retry together
+    assert len(set(clock.backoff_ms(30, 1000, 8000) for _ in range(20))) > 1

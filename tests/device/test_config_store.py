@@ -48,7 +48,8 @@ def test_every_error_names_the_key():
         dict(GOOD, buffer_size=4096, max_document=8192)
     )
     assert "'thing_name'" in _error(dict(GOOD, thing_name="bad name"))
-    assert "'watchdog_ms': must be 0 or at least" in _error(dict(GOOD, watchdog_ms=5000))
+    assert "'watchdog_ms': must be 0 or at least 55000" in _error(dict(GOOD, watchdog_ms=5000))
+    assert _error(dict(GOOD, port="x")).startswith(PATH + ": config key 'port'")  # the file is named
     assert "not valid JSON" in _error("{nope")
     assert "must be a JSON object" in _error("[1]")
     os.remove(PATH)
@@ -83,6 +84,33 @@ def test_apply_remote_refuses_and_changes_nothing():
         assert words in str(caught.value), (words, caught.value)
     assert cfg == config.load(PATH)
     assert "endpoint" not in config.remote_keys() and "telemetry_interval_s" in config.remote_keys()
+
+
+def test_the_watchdog_is_on_by_default_and_outlasts_every_wait_between_feeds():
+    cfg = config.validate(GOOD)
+    assert (cfg["watchdog_ms"], cfg["boot_timeout_ms"]) == (120000, 300000)
+    # the longest wait is an HTTPS connection: 15 s name lookup + 3 x 10 s, plus 10 s slack
+    assert config.watchdog_floor(cfg) == 55000
+    # an MQTT request: PUBACK + answer, 2 x 60 s (the connect: 15 + 10 + 60 s), plus slack
+    assert config.watchdog_floor(dict(cfg, request_timeout_ms=60000)) == 130000
+    assert config.watchdog_floor(dict(cfg, https_timeout_ms=120000)) == 385000
+    assert "'watchdog_ms': must be 0 or at least 130000" in _error(dict(GOOD, request_timeout_ms=60000))
+    assert config.validate(dict(GOOD, request_timeout_ms=60000, watchdog_ms=0))["watchdog_ms"] == 0  # off
+    assert config.validate(dict(GOOD, request_timeout_ms=60000, watchdog_ms=130000))["watchdog_ms"] == 130000
+
+
+def test_a_config_set_that_would_let_the_watchdog_fire_is_refused():
+    _write(GOOD)
+    cfg = config.load(PATH)
+    for values in ({"request_timeout_ms": 60000}, {"https_timeout_ms": 120000, "retries": 2}):
+        with raises(ValueError) as caught:
+            config.apply_remote(cfg, values, PATH)
+        need = str(config.watchdog_floor(dict(cfg, **values)))
+        keys = ", ".join(sorted(values))
+        assert str(caught.value) == keys + ": would let the watchdog fire (watchdog_ms 120000 < " + need + ")"
+    assert cfg == config.load(PATH)  # nothing changed
+    config.apply_remote(cfg, {"https_timeout_ms": 30000}, PATH)  # 15 + 90 + 10 s: fits in 120 s
+    assert config.load(PATH)["https_timeout_ms"] == 30000
 
 
 def test_store_writes_atomically_and_journal_round_trips():

@@ -7,35 +7,24 @@ import time
 from jobs import mqtt, tls
 from jobsctl import broker_port, identity, proxy, proxy_port, responder
 from mptest import raises
+from wiresock import Recorder
 
 THING = "engine-1"
 TOPIC = b"$aws/things/engine-1/jobs/notify"
 
 
-class Recorder:
-    def __init__(self):
-        self.messages = []
-        self.large = None
-        self.chunks = []
-
-    def message(self, topic, payload):
-        self.messages.append((bytes(topic), bytes(payload)))
-
-    def large_begin(self, topic, size):
-        self.large = (bytes(topic), size)
-        self.chunks = []
-
-    def large_feed(self, chunk):
-        self.chunks.append(len(chunk))
-
-    def large_end(self):
-        self.chunks.append("end")
-
-
-def _client(port=None, keepalive=30, buffer_size=4096, io_ms=2000, connect_ms=3000):
-    ca, cert, key = identity(THING)
-    client = tls.new_client(mqtt.MQTT, THING, "localhost", port or broker_port(), keepalive, ca, cert, key)
-    client.setup(buffer_size, connect_ms, io_ms)
+def _client(port=None, keepalive=30, buffer_size=4096, io_ms=2000, connect_ms=3000, **kw):
+    client = mqtt.MQTT(
+        THING,
+        "localhost",
+        port or broker_port(),
+        keepalive,
+        ssl=tls.context(*identity(THING)),
+        buffer_size=buffer_size,
+        connect_timeout_ms=connect_ms,
+        io_timeout_ms=io_ms,
+        **kw,
+    )
     rec = Recorder()
     client.set_handler(rec)
     return client, rec
@@ -71,10 +60,10 @@ def test_payload_larger_than_the_buffer_is_streamed_in_chunks():
     client, rec = _client(buffer_size=4096)
     client.open([TOPIC])
     responder(cmd="publish", topic=TOPIC.decode(), size=20000)
-    _until(client, lambda: rec.chunks and rec.chunks[-1] == "end")
+    _until(client, lambda: rec.ended)
     assert rec.large == (TOPIC, 20000)
-    assert max(c for c in rec.chunks if c != "end") <= 4096
-    assert sum(c for c in rec.chunks if c != "end") == 20000
+    assert max(rec.chunks) <= 4096
+    assert sum(rec.chunks) == 20000
     client.publish(TOPIC, b"after", qos=1)  # the link still works
     _until(client, lambda: rec.messages)
     assert rec.messages[-1] == (TOPIC, b"after")
@@ -154,8 +143,10 @@ def test_reconnect_resubscribes_after_the_link_is_cut():
     with raises(OSError):
         for _ in range(50):
             client.wait(100)
-    client.reconnect([TOPIC], 10, 100)
+    idled = []
+    client.reconnect([TOPIC, TOPIC + b"/2"], 10, 100, idle=idled.append)
     assert client.connects == 2
+    assert idled.count(0) == 2, idled  # between the steps of the try: the watchdog is fed
     client.publish(TOPIC, b"again", qos=1)
     _until(client, lambda: rec.messages)
     assert rec.messages[-1] == (TOPIC, b"again")
@@ -175,62 +166,102 @@ def test_reconnect_backs_off_and_gives_up_after_the_tries_asked():
     assert 50 <= slept[0] <= 100 and 100 <= slept[1] <= 200 and 200 <= slept[2] <= 400, slept
 
 
-def test_backoff_is_bounded_and_jittered():
-    values = [mqtt.backoff_ms(a, 1000, 8000) for a in range(10) for _ in range(5)]
-    assert max(values) <= 8000 and min(values) >= 500
-    assert len(set(mqtt.backoff_ms(30, 1000, 8000) for _ in range(20))) > 1
+def test_a_refused_connect_is_logged_with_host_port_and_cause():
+    lines = []
+    client, rec = _client(port=proxy_port(), connect_ms=500, log=lines.append)
+    proxy("refuse")
+    try:
+        with raises(OSError):
+            client.reconnect([TOPIC], 10, 20, tries=2, idle=lambda ms: None)
+    finally:
+        proxy("accept")
+    assert len(lines) == 1, lines
+    where = "mqtt: connect to localhost:" + str(proxy_port()) + " failed ("
+    assert lines[0].startswith(where), lines
+    assert "), retry in " in lines[0] and lines[0].endswith(" ms"), lines
 
 
-class _Watch:
-    """Wraps the connected socket and records setblocking() calls."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.blocking = []
-
-    def setblocking(self, flag):
-        self.blocking.append(flag)
-        return self.sock.setblocking(flag)
-
-    def readinto(self, *a):
-        return self.sock.readinto(*a)
-
-    def write(self, *a):
-        return self.sock.write(*a)
-
-    def close(self):
-        return self.sock.close()
-
-
-def test_never_switches_the_socket_to_blocking_after_connect():
-    # umqtt's wait_msg() calls sock.setblocking(True): on ESP32 that means wait for ever
+def test_unsubscribe_waits_for_its_unsuback_and_stops_delivery():
     client, rec = _client()
-    client.open([TOPIC])
-    watch = _Watch(client.sock)
-    client.sock = watch
-    client.publish(TOPIC, b"1", qos=1)
-    client.subscribe(TOPIC + b"/x", 1)
+    other = TOPIC + b"/other"
+    client.open([TOPIC, other])
+    client.publish(TOPIC, b"before", qos=1)
     _until(client, lambda: rec.messages)
-    client.check_msg()
-    client.wait_msg()
-    assert True not in watch.blocking, watch.blocking
+    pid = client.pid
+    client.unsubscribe(TOPIC)  # returns only once the UNSUBACK for its packet id is in
+    assert client.pid == pid + 1
+    client.publish(TOPIC, b"after", qos=1)  # the broker acks it but no longer delivers it
+    client.publish(other, b"still", qos=1)  # while the other subscription still works
+    _until(client, lambda: len(rec.messages) == 2)
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 300:
+        client.wait(50)
+    assert rec.messages == [(TOPIC, b"before"), (other, b"still")], rec.messages
     client.disconnect()
 
 
+def _open_fds():
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _failed_handshakes(ctx, host, tries):
+    made = []
+
+    def factory():
+        made.append(socket.socket())
+        return made[-1]
+
+    client = mqtt.MQTT(
+        THING, host, broker_port(), 30, ssl=ctx, socket_factory=factory, connect_timeout_ms=3000
+    )
+    errors = []
+    before = _open_fds()
+    for _ in range(tries):
+        try:
+            client.connect()
+        except OSError as e:
+            errors.append(str(e))
+    return errors, made, _open_fds() - before
+
+
+def test_a_failed_handshake_closes_the_raw_socket_wrong_ca():
+    from mptest import env, read
+
+    ca, cert, key = identity(THING)
+    other_ca = read(env("MPTEST_OTHER_PKI") + "/ca.cert.der")
+    errors, made, leaked = _failed_handshakes(tls.context(other_ca, cert, key), "localhost", 20)
+    assert len(errors) == 20 and all(e.startswith("TLS: ") for e in errors), errors[:2]
+    assert [s.fileno() for s in made] == [-1] * 20  # the TLS object dropped them: we closed them
+    assert leaked == 0, leaked
+
+
+def test_a_failed_handshake_closes_the_raw_socket_wrong_host_name():
+    # "127.1" is 127.0.0.1 to the resolver (no DNS), but not a name in the broker's certificate
+    errors, made, leaked = _failed_handshakes(tls.context(*identity(THING)), "127.1", 20)
+    assert len(errors) == 20 and all(e.startswith("TLS: ") for e in errors), errors[:2]
+    assert "Common Name" in errors[0] or "CN" in errors[0], errors[0]
+    assert [s.fileno() for s in made] == [-1] * 20
+    assert leaked == 0, leaked
+
+
 def test_idle_waiting_allocates_nothing():
+    # 1,000 waits that each poll the TLS socket (ipoll: no list per call, as poll() makes)
     import gc
 
     client, rec = _client()
     client.open([TOPIC])
-    client.wait(0)
+    client.wait(1)
     gc.collect()
     gc.disable()
     try:
         before = gc.mem_alloc()
-        for _ in range(50):
-            client.wait(0)
+        for _ in range(1000):
+            client.wait(1)
         grown = gc.mem_alloc() - before
     finally:
         gc.enable()
+    print("1,000 idle waits allocated", grown, "bytes")
     assert grown == 0, grown
     client.disconnect()

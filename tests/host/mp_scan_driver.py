@@ -31,7 +31,6 @@ def _result(sc, run):
         _text(f.client_token),
         _text(f.code),
         _text(f.message),
-        f.timestamp,
         f.has_execution,
         _text(f.job_id),
         _text(f.status),

@@ -70,7 +70,7 @@ def test_deploy_lands_every_file_and_skips_unchanged_ones(board, config_dir, tmp
     library = sorted(p for p in tree if p.startswith("/lib/"))
     assert library and all(p.endswith(".mpy") for p in library)
     assert "/lib/jobs/__init__.mpy" in library
-    assert not any("umqtt" in p or "ussl" in p for p in tree)
+    assert not any("umqtt" in p for p in tree)
     assert first["copied"] == sorted(tree) and first["unchanged"] == []
 
     deadline = time.monotonic() + 10
@@ -107,7 +107,6 @@ def project(tmp_path):
         "boards/esp32s3/board.py": "from espboard import EspBoard\n",
         "boards/esp32c3/board.py": "from espboard import EspBoard\n",
         "boards/unix/board.py": "import os\n",
-        "boards/unix/ussl.py": "",
         "firmware/boot.py": "# boot\n",
         "firmware/main.py": "import board\n",
     }
@@ -143,10 +142,9 @@ def test_board_modules_compiled_into_lib_entry_points_as_source(board, config_di
     assert mpremote_exec(board, "import jobs; print(jobs.VERSION)").strip() == "2"
 
 
-def test_unix_board_never_ships_ussl(config_dir, project, tmp_path):
+def test_unix_board_ships_only_its_own_board_module(config_dir, project, tmp_path):
     tree = deploy.stage(config_dir, "unix", tmp_path / "stage", root=project)
-    assert not any(p.endswith(("ussl.py", "ussl.mpy")) for p in tree)
-    assert "/lib/board.mpy" in tree
+    assert [p for p in tree if p.startswith("/lib/") and not p.startswith("/lib/jobs/")] == ["/lib/board.mpy"]
 
 
 def test_a_board_gets_the_modules_it_imports_from_a_sibling_board(config_dir, project, tmp_path):
@@ -274,7 +272,7 @@ def test_manifest_of_this_repository(monkeypatch):
     calls = run_manifest(ROOT, "unix", monkeypatch)
     assert ("package", ("jobs",), {"base_path": "lib"}) in calls
     assert (ROOT / "lib" / "jobs" / "__init__.py").is_file()
-    assert not any("ussl" in str(args) or "umqtt" in str(args) for _, args, _ in calls)
+    assert not any("umqtt" in str(args) for _, args, _ in calls)
     with pytest.raises(ValueError, match="JOBS_BOARD=nosuch: there is no folder boards/nosuch"):
         run_manifest(ROOT, "nosuch", monkeypatch)
 

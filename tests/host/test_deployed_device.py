@@ -14,7 +14,7 @@ the defaults.
    tree, with the user's handlers.py (the documented example), into its folder with the real mpremote;
 4. Ctrl-C on the board, then `python -m tools.simdevice --deployed <its folder>` boots that tree
    as the device: the deployed main.py under the MicroPython Unix port, importing only the
-   deployed .mpy files, plus umqtt.simple (standing in for the frozen one) and the ussl shim;
+   deployed .mpy files, plus umqtt.simple (standing in for the frozen one);
 5. `aws iot create-job --endpoint-url …` makes a gpio.write, a system.reboot and a customJob job
    (the deployed handler's operation); `aws iot describe-job-execution` shows all three SUCCEEDED.
 """
@@ -157,7 +157,7 @@ def test_standin_provision_deploy_boot_the_deployed_tree_and_run_jobs(tmp_path):
             "/lib/jobs/engine.mpy",
         } <= deployed
         assert not any(p.endswith(".py") for p in deployed if p.startswith("/lib/")), deployed
-        assert not any("ussl" in p or "umqtt" in p for p in deployed), deployed
+        assert not any("umqtt" in p for p in deployed), deployed
         marks["deploy"] = time.monotonic()
 
         # 4. the board's folder boots as the device: nothing on its path from the repository's lib/, boards/

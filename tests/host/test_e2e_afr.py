@@ -19,14 +19,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.host.e2e import Rig
+from tools.provision import CODESIGN_FILE, codesign_point
 
 ROLE = "arn:aws:iam::123456789012:role/ota"
-CODESIGN_FILE = "certs/codesign.pub"
 BLOCK = 4096
 
 
@@ -57,16 +56,12 @@ def app_image(size: int, version: str, seed: int = 7) -> bytes:
     return bytes(data)
 
 
-def codesign_point(cert_pem: Path) -> bytes:
-    """X||Y of the P-256 key in a code-signing certificate: what the device is provisioned with."""
-    numbers = x509.load_pem_x509_certificate(Path(cert_pem).read_bytes()).public_key().public_numbers()
-    return numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
-
-
 def ota_device(rig: Rig, name: str, **config):
     """A device provisioned with the stand-in's local code-signing key, powered on."""
     dev = rig.provision(name, codesign_key=CODESIGN_FILE, **config)
-    (dev.root / CODESIGN_FILE).write_bytes(codesign_point(rig.aws.engine.signer().cert_pem))
+    point, problem = codesign_point(rig.aws.engine.signer().cert_pem)
+    assert problem is None, problem
+    (dev.root / CODESIGN_FILE).write_bytes(point)
     dev.start()
     dev.wait_log("engine: connected")
     return dev

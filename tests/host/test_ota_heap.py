@@ -32,7 +32,14 @@ def rig(tmp_path_factory):
         source = ROOT / "tests" / "device" / f"{name}.py"
         subprocess.run([build.mpy_cross(), "-o", str(tests / f"{name}.mpy"), str(source)], check=True)
     server = FileServer(folder / "server").start()
-    path = [".frozen", tests, mpy / "lib", mpy / "boards" / "unix", ROOT / "build" / "deps"]
+    path = [
+        ".frozen",
+        tests,
+        mpy / "lib",
+        mpy / "boards" / "unix",
+        mpy / "boards" / "esp32",
+        ROOT / "build" / "deps",
+    ]
     yield folder, server, ":".join(str(p) for p in path)
     server.stop()
 

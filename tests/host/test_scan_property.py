@@ -23,7 +23,7 @@ SEED = 20261128
 MAX_DEPTH, MAX_STR, MAX_NUMBER = 32, 1024, 100  # the Scanner() defaults and scan.MAX_NUMBER
 VALID_WANTED, REJECTED_WANTED = 2000, 2000
 
-TOP = {"clientToken": "str", "code": "str", "message": "msg", "timestamp": "int"}
+TOP = {"clientToken": "str", "code": "str", "message": "msg"}
 TOP_OBJECTS = ("execution", "executionState")
 EXECUTION = {"jobId": "str", "status": "str", "versionNumber": "int", "executionNumber": "int"}
 STATE = {"status": "str", "versionNumber": "int"}
@@ -390,7 +390,6 @@ def expected_fields(top: dict, size: int) -> dict:
             hexed(top.get("clientToken")),
             hexed(top.get("code")),
             hexed(message),
-            top.get("timestamp"),
             isinstance(top.get("execution"), dict),
             hexed(ex.get("jobId")),
             hexed(ex.get("status")),
@@ -469,7 +468,7 @@ def check(index, data, verdict, whole, streamed) -> str | None:
         return None
     if whole[0] != "ok":
         return f"refused a valid document: {whole}"
-    scalars, doc_span, details_span, size, truncated = whole[1:12], whole[12], whole[13], whole[14], whole[15]
+    scalars, doc_span, details_span, size, truncated = whole[1:11], whole[11], whole[12], whole[13], whole[14]
     if scalars != detail["scalars"]:
         return f"fields {scalars} != expected {detail['scalars']}"
     if size != detail["size"] or truncated:
@@ -487,7 +486,7 @@ def check(index, data, verdict, whole, streamed) -> str | None:
         got = json.loads(data[span[0] : span[1]].decode())
         if canonical(got) != canonical(want):
             return f"{name} span decodes to {got!r}, expected {want!r}"
-    if streamed[0] != "ok" or streamed[1:12] != scalars or streamed[12:16] != [None, None, size, True]:
+    if streamed[0] != "ok" or streamed[1:11] != scalars or streamed[11:15] != [None, None, size, True]:
         return f"streamed {streamed} differs from whole {whole}"
     return None
 

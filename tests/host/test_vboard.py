@@ -240,3 +240,96 @@ def test_ctrl_b_leaves_the_raw_repl(serial):
     serial.read_until(b"MicroPython virtual board (tools/vboard.py) on the Unix port\r\n>>> ")
     serial.write(b"print('friendly')\r")
     assert serial.read_until(b">>> ").endswith(b"friendly\r\n>>> ")
+
+
+def firmware_tree(root: Path) -> None:
+    """The firmware as `make deploy` lays it out (sources instead of .mpy): main.py, /lib."""
+    import shutil
+
+    lib = root / "lib"
+    shutil.copytree(ROOT / "lib" / "jobs", lib / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "boards" / "unix" / "board.py", lib / "board.py")
+    shutil.copyfile(ROOT / "boards" / "esp32" / "devkitc.py", lib / "devkitc.py")
+    shutil.copyfile(ROOT / "firmware" / "main.py", root / "main.py")
+
+
+def test_a_halted_firmware_waits_at_the_repl_where_mpremote_fixes_config_json(tmp_path):
+    """A bad config.json halts the firmware: the board stays at its REPL (no boot loop), mpremote
+    reaches it, and a fixed config.json boots further (here to the missing certificate)."""
+    root = tmp_path / "board"
+    firmware_tree(root)
+    (root / "config.json").write_text('{"thing_name": "vb", "endpoint": "localhost", "port": "x"}')
+    with VirtualBoard(root) as vb:
+        deadline = time.monotonic() + 20
+        while vb.halts < 1:
+            assert time.monotonic() < deadline, f"no halt; failed={vb.failed!r} resets={vb.resets}"
+            time.sleep(0.05)
+        assert "main: config.json: config key 'port'" in vb.halt_message, vb.halt_message
+        listed = mpremote(vb, "exec", "print(open('config.json').read())")
+        assert listed.returncode == 0 and '"port": "x"' in listed.stdout, listed
+        fixed = tmp_path / "config.json"
+        fixed.write_text('{"thing_name": "vb", "endpoint": "localhost", "port": 8883}')
+        assert mpremote(vb, "cp", str(fixed), ":config.json", "+", "reset").returncode == 0
+        deadline = time.monotonic() + 20
+        while vb.halts < 2:
+            assert time.monotonic() < deadline, f"no second halt; resets={vb.resets}"
+            time.sleep(0.05)
+        assert "main: cannot read /certs/ca.cert.der (ca in config.json)" in vb.halt_message, vb.halt_message
+        assert vb.resets == 1  # mpremote's reset only: a halt is not a reset
+        assert mpremote(vb, "exec", "print('at the REPL')").stdout == "at the REPL\n"
+        assert (root / "simboard").is_dir()  # the unix board's state lives in the board's own '/'
+
+
+def test_the_command_line_board_says_when_main_py_halted(tmp_path):
+    root = tmp_path / "board"
+    firmware_tree(root)
+    (root / "config.json").write_text("{not json")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.vboard", "--root", str(root)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert lines[2] == (
+        "vboard: main.py halted; the board waits at its REPL: main: config.json: not valid JSON / "
+        "main: halted; fix it at the REPL (e.g. mpremote), then reset the board\n"
+    ), lines
+
+
+def test_after_deploys_reset_the_virtual_board_runs_the_firmware_as_a_chip(tmp_path):
+    """The deployed tree boots in the board's own process ('/' is the device root): it connects to
+    the stand-in, moves the LED, and a system.reboot job is a hard reset of the board."""
+    deps = ROOT / "build" / "deps"
+    if not (deps / "umqtt" / "simple.py").exists():
+        pytest.skip("umqtt.simple not fetched: run `make setup`")
+    from tools import deploy, provision
+    from tools.standin import StandIn
+
+    with StandIn(tmp_path / "aws") as aws:
+        identity = aws.thing("vb-chip", "rsa")
+        inputs = provision.Inputs(
+            thing="vb-chip",
+            endpoint="localhost",
+            cert=identity.cert_pem,
+            key=identity.key_pem,
+            ca=aws.ca.cert_pem,
+            board="unix",
+            port=aws.port,
+        )
+        provision.provision(inputs, tmp_path / "config")
+        with VirtualBoard(tmp_path / "board", frozen=("umqtt.simple",), frozen_path=(deps,)) as vb:
+            deploy.deploy(vb.port, tmp_path / "config", out=tmp_path / "stage")
+            aws.create_job("led-on", {"operation": "gpio.write", "pin": "LED", "value": 1}, ["vb-chip"])
+            assert aws.wait_terminal("led-on", "vb-chip", timeout=30)["status"] == "SUCCEEDED"
+            resets = vb.resets
+            aws.create_job("reboot", {"operation": "system.reboot"}, ["vb-chip"])
+            done = aws.wait_terminal("reboot", "vb-chip", timeout=30)
+            assert done["status"] == "SUCCEEDED", done
+            assert vb.resets == resets + 1 and vb.halts == 0
+    assert (tmp_path / "board" / "simboard" / "pins.log").read_text().split() == ["LED", "4", "0", "1"]

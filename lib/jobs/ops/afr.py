@@ -270,13 +270,10 @@ class AfrOta(ops.Op):
             return lambda digest: codesign.check(key, digest, entry[SIG])
 
         def intact(item, target, buf):
-            hashed = staging.hash_file(target, buf)
-            if hashed is None or hashed[1] != item["size"]:
-                return False
             try:
-                check(item["entry"])(hashed[0].digest())
+                codesign.check_file(key, target, item["entry"][SIG], buf)
             except ops.Failed:
-                return False
+                return False  # missing, or not what the update signed
             return True
 
         session = None

@@ -10,7 +10,7 @@ config `codesign_key` (absolute, or relative to the device root): the 64-byte X|
 public key of the code-signing certificate, written by `make provision CODESIGN_CERT=...`.
 """
 
-from jobs import ecdsa, ops
+from jobs import ecdsa, ops, store
 from jobs.ops import staging
 
 
@@ -19,8 +19,7 @@ def key(job):
     path = job.config.get("codesign_key")
     if not path:
         raise ops.Failed("no code-signing key: set codesign_key in config (make provision CODESIGN_CERT=...)")
-    if not path.startswith("/"):
-        path = job.board.root.rstrip("/") + "/" + path
+    path = store.join(job.board.root, path)
     try:
         with open(path, "rb") as f:
             raw = f.read(66)
