@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.host.e2e import Rig
 from tools.provision import CODESIGN_FILE, codesign_point
+from tools.simdevice import app_image
 
 ROLE = "arn:aws:iam::123456789012:role/ota"
 BLOCK = 4096
@@ -44,16 +45,6 @@ def _switch_off(rig):
 
 def details(execution: dict) -> dict:
     return execution.get("statusDetails", {}).get("detailsMap", {})
-
-
-def app_image(size: int, version: str, seed: int = 7) -> bytes:
-    """An ESP32 app image as far as the device reads one: the image magic 0xE9 first (the unix
-    board's set_boot() check) and an esp_app_desc_t at byte 32 (magic word, version at 48)."""
-    data = bytearray((i * 31 + seed + (i >> 12)) & 0xFF for i in range(size))
-    data[0] = 0xE9
-    data[32:36] = (0xABCD5432).to_bytes(4, "little")
-    data[48:80] = version.encode().ljust(32, b"\0")
-    return bytes(data)
 
 
 def ota_device(rig: Rig, name: str, **config):
