@@ -3,7 +3,8 @@
     python -m bench.run [--repeats 5] [--jobs 200] [--cycles 10000] [--only floor,device,...]
 
 Sections: floor (broker round trip, service processing, minimal paho device), device (ours on
-the MicroPython Unix port), peer (AWS IoT Device SDK v2 for Python), heap, scanner, size, scale.
+the MicroPython Unix port), peer (AWS IoT Device SDK v2 for Python), heap, scanner, size,
+journal, ota (AWS IoT OTA: stream vs HTTPS, stream heap, signature check), scale.
 Each figure is the median over the repeats, with min and max. Results: results.json,
 results.csv and results.png under --out (default bench/results/). Exit status 1 when a section
 failed (the message says which and why); a missed goal is reported, not an error.
@@ -20,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import device, floor, micro, peer, scale
+from bench import device, floor, micro, ota, peer, scale
 from bench.common import (
     ROOT,
     BenchError,
@@ -33,7 +34,7 @@ from bench.common import (
 )
 from bench.service import BenchStandIn
 
-SECTIONS = ("floor", "device", "peer", "heap", "scanner", "size", "journal", "scale")
+SECTIONS = ("floor", "device", "peer", "heap", "scanner", "size", "journal", "ota", "scale")
 
 
 class Bench:
@@ -293,6 +294,13 @@ class Bench:
             "KiB",
         )
 
+    # ----- AWS IoT OTA: stream vs HTTPS, the stream's heap, the signature check ----------
+    def ota(self) -> None:
+        for key, samples in ota.measure(min(self.args.repeats, 3)).items():
+            name, unit, goal = ota.FIGURES[key]
+            for value in samples:
+                self.add(f"ota_{key}", value, name, unit, goal)
+
     # ----- 7: scale -----------------------------------------------------------------------
     def scale(self, folder: Path) -> None:
         steps, best, rows, misses = self.args.scale_steps, 0, [], 0
@@ -445,6 +453,8 @@ def main(argv=None) -> int:
             bench.jobs(folder)
         if {"heap", "scanner", "size", "journal"} & set(args.only):
             bench.micro()
+        if "ota" in args.only:
+            bench.section("ota", bench.ota)
         if "scale" in args.only:
             bench.section("scale", bench.scale, folder)
     info["seconds"] = round(time.monotonic() - began, 1)

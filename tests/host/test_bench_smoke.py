@@ -20,6 +20,7 @@ EXPECTED = {
     "heap": ["heap_min_kib", "heap_drift_b", "stream_alloc_b", "import_kib"],
     "scanner": ["scan_mbs_1024", "loads_mbs_1024", "scan_alloc_1024", "loads_alloc_1024"],
     "size": ["mpy_kib"],
+    "ota": ["ota_stream_kib_s", "ota_https_kib_s", "ota_stream_heap_live_b", "ota_verify_ms"],
     "scale": ["scale_devices", "scale_top_p99"],
 }
 

@@ -22,11 +22,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.host.e2e import Rig
-from tools.provision import CODESIGN_FILE, codesign_point
+from tests.host.e2e import ROLE, Rig, create_update, ota_device, ota_file, put_file
 from tools.simdevice import app_image
 
-ROLE = "arn:aws:iam::123456789012:role/ota"
 BLOCK = 4096
 
 
@@ -45,47 +43,6 @@ def _switch_off(rig):
 
 def details(execution: dict) -> dict:
     return execution.get("statusDetails", {}).get("detailsMap", {})
-
-
-def ota_device(rig: Rig, name: str, **config):
-    """A device provisioned with the stand-in's local code-signing key, powered on."""
-    dev = rig.provision(name, codesign_key=CODESIGN_FILE, **config)
-    point, problem = codesign_point(rig.aws.engine.signer().cert_pem)
-    assert problem is None, problem
-    (dev.root / CODESIGN_FILE).write_bytes(point)
-    dev.start()
-    dev.wait_log("engine: connected")
-    return dev
-
-
-def put_file(rig: Rig, key: str, data: bytes) -> dict:
-    path = rig.aws.files / key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return {"bucket": "e2e-bucket", "key": key}
-
-
-def ota_file(location: dict, file_type: int = 0, name: str = "firmware.bin", signing=None) -> dict:
-    return {
-        "fileName": name,
-        "fileType": file_type,
-        "fileLocation": {"s3Location": location},
-        "codeSigning": signing or {"startSigningJobParameter": {"signingProfileName": "standin-local"}},
-    }
-
-
-def create_update(rig: Rig, ota_id: str, thing: str, files: list, protocols=("MQTT",)) -> str:
-    """CreateOTAUpdate through the control plane's engine (what boto3 reaches); the job id."""
-    body = {
-        "targets": [rig.aws.arn("thing", thing)],
-        "files": files,
-        "roleArn": ROLE,
-        "protocols": list(protocols),
-    }
-    answer = rig.aws.engine.create_ota_update(ota_id, body)
-    info = rig.aws.engine.get_ota_update(ota_id)["otaUpdateInfo"]
-    assert info["otaUpdateStatus"] == "CREATE_COMPLETE", info
-    return answer["awsIotJobId"]
 
 
 def aws_cli(rig: Rig, *args) -> dict:
