@@ -423,10 +423,11 @@ class Probe(Sniffer):
 # -- AWS IoT OTA updates (CreateOTAUpdate) ------------------------------------------------
 
 
-def ota_device(rig: Rig, name: str, **config):
-    """A device provisioned with the stand-in's local code-signing key, powered on."""
+def ota_device(rig: Rig, name: str, codesign_cert: Path | None = None, **config):
+    """A device provisioned with a code-signing certificate's key (default: the stand-in's local
+    signing profile), powered on."""
     dev = rig.provision(name, codesign_key=CODESIGN_FILE, **config)
-    point, problem = codesign_point(rig.aws.engine.signer().cert_pem)
+    point, problem = codesign_point(codesign_cert or rig.aws.engine.signer().cert_pem)
     assert problem is None, problem
     (dev.root / CODESIGN_FILE).write_bytes(point)
     dev.start()

@@ -10,6 +10,7 @@ asking for another thing's stream.
 import base64
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -314,3 +315,75 @@ def test_application_files_over_the_stream_are_staged_swapped_and_committed(rig)
     assert state["version"] == job and state["state"] == "VALID"
     assert (dev.root / "app" / state["dir"] / "afr_app.py").read_bytes() == source
     assert dev.otadata()["running"] == "ota_0"  # the firmware was not touched
+
+
+# The sequence docs/tooling.md gives ("An AWS IoT OTA update"), as a user types it, with the
+# stand-in's control plane as the endpoint and its files folder as the bucket.
+DOCUMENTED = """
+set -e
+openssl dgst -sha256 -sign codesign.key -out fw.sig micropython.bin
+SIG=$(openssl base64 -A -in fw.sig)
+aws iot create-stream --stream-id fw-2-0-0 --role-arn arn:aws:iam::123456789012:role/ota \\
+  --files '[{"fileId":0,"s3Location":{"bucket":"my-bucket","key":"fw/micropython-2.0.0.bin"}}]'
+aws iot create-ota-update --ota-update-id fw-2-0-0 --role-arn arn:aws:iam::123456789012:role/ota \\
+  --targets arn:aws:iot:us-east-1:123456789012:thing/$THING --protocols MQTT \\
+  --files '[{"fileName":"micropython.bin","fileType":0,
+             "fileLocation":{"stream":{"streamId":"fw-2-0-0","fileId":0}},
+             "codeSigning":{"customCodeSigning":{"signature":{"inlineDocument":"'"$SIG"'"},
+               "certificateChain":{"certificateName":"codesign.crt"},
+               "hashAlgorithm":"SHA256","signatureAlgorithm":"ECDSA"}}}]'
+aws iot get-ota-update --ota-update-id fw-2-0-0 --query otaUpdateInfo.[otaUpdateStatus,awsIotJobId]
+"""
+
+CERT_CONFIG = """[ req ]
+prompt             = no
+distinguished_name = my_dn
+
+[ my_dn ]
+commonName = signer@example.com
+
+[ my_exts ]
+keyUsage         = digitalSignature
+extendedKeyUsage = codeSigning
+"""
+
+
+def test_the_documented_command_sequence_signs_streams_and_updates_a_device(rig, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    work = tmp_path / "signer"
+    work.mkdir()
+    (work / "cert_config.txt").write_text(CERT_CONFIG)
+    for command in (
+        "openssl ecparam -name prime256v1 -genkey -noout -out codesign.key",
+        "openssl req -new -x509 -config cert_config.txt -extensions my_exts -nodes -days 365"
+        " -key codesign.key -out codesign.crt",
+    ):
+        subprocess.run(command.split(), cwd=work, check=True, capture_output=True, timeout=30)
+    image = app_image(90 * 1024 + 9, "2.0.0", seed=21)
+    (work / "micropython.bin").write_bytes(image)
+    put_file(rig, "fw/micropython-2.0.0.bin", image)  # what `aws s3 cp` does on AWS
+    dev = ota_device(rig, "e2e-afr-documented", codesign_cert=work / "codesign.crt")
+    bin_dir = tmp_path / "bin"  # `aws` there is aws-cli with the stand-in's endpoint
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"
+    aws.write_text(
+        f'#!/bin/sh\nexec {Path(sys.executable).parent / "aws"} --endpoint-url {rig.aws.control_url} "$@"\n'
+    )
+    aws.chmod(0o755)
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        THING=dev.name,
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    out = subprocess.run(
+        ["bash", "-c", DOCUMENTED], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"CREATE_COMPLETE"' in out.stdout and '"AFR_OTA-fw-2-0-0"' in out.stdout, out.stdout
+    done = dev.result("AFR_OTA-fw-2-0-0", timeout=30)
+    assert done["status"] == "SUCCEEDED", details(done)
+    assert details(done) == {"reason": "accepted v2.0.0", "updatedBy": "v1.0.0"}
