@@ -108,12 +108,16 @@ def _afr_first(view):
     i = _blank(view, 0)
     if i >= len(view) or view[i] != 123:
         return False
-    i = _blank(view, i + 1)
-    key = b'"afr_ota"'
-    if len(view) - i < len(key):
+    return bytes_at(view, _blank(view, i + 1), b'"afr_ota"')
+
+
+def bytes_at(view, i, text):
+    """True when view[i:] starts with the bytes `text` (a memoryview is not compared to bytes on
+    every port)."""
+    if len(view) - i < len(text):
         return False
-    for k in range(len(key)):
-        if view[i + k] != key[k]:
+    for k in range(len(text)):
+        if view[i + k] != text[k]:
             return False
     return True
 

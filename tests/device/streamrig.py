@@ -11,6 +11,7 @@ reorder or refuse; the link delivers only what is subscribed, through the real j
 import binascii
 import json
 
+from fakejobs import FakeLink
 from jobs import client as C
 from jobs import config, token, topics
 from jobs.mqtt import LinkDown
@@ -90,36 +91,23 @@ class Service:
         return out
 
 
-class Link:
-    """The parts of jobs.mqtt.MQTT a stream download uses; what is published is answered by the
-    service and delivered (when subscribed) by wait()."""
+class Link(FakeLink):
+    """fakejobs.FakeLink with subscriptions: what is published is answered by the stream service
+    and delivered by wait() only when subscribed."""
 
     def __init__(self, service, buffer_size=8192):
-        self.service = service
-        self.buf = bytearray(buffer_size)
-        self.mv = memoryview(self.buf)
-        self.tbuf = bytearray(256)
-        self.tmv = memoryview(self.tbuf)
-        self.queue = []
-        self.handler = None
-        self.connected = False
-        self.connects = 0
+        super().__init__(service, buffer_size)
         self.subs = []
         self.subscribed = []  # every SUBSCRIBE, in order
         self.unsubscribed = []
         self.cut_after = None  # deliveries before the link drops (once)
 
-    def set_handler(self, handler):
-        self.handler = handler
-
     def reconnect(self, subscriptions, lo=0, hi=0, tries=0, idle=None):
-        self.connected = True
-        self.connects += 1
+        super().reconnect(subscriptions, lo, hi)
         self.subs = [bytes(t) for t in subscriptions]
 
     def close(self):
-        self.connected = False
-        self.queue = []
+        super().close()
         self.subs = []
 
     def subscribe(self, topic, qos=1):

@@ -15,7 +15,10 @@ process boots again; kill() = power cut).
 """
 
 import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -463,3 +466,19 @@ def create_update(rig: Rig, ota_id: str, thing: str, files: list, protocols=("MQ
     info = rig.aws.engine.get_ota_update(ota_id)["otaUpdateInfo"]
     assert info["otaUpdateStatus"] == "CREATE_COMPLETE", info
     return answer["awsIotJobId"]
+
+
+def aws_cli(aws: StandIn, *args) -> dict:
+    """`aws iot <args>` (aws-cli) against the stand-in's control plane; its JSON answer."""
+    env = dict(
+        os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1"
+    )
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "aws"), "--endpoint-url", aws.control_url, "iot", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if out.stdout.strip() else {}

@@ -23,7 +23,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.host.e2e import ROLE, Rig, create_update, ota_device, ota_file, put_file
+from tests.host.e2e import ROLE, Rig, aws_cli, create_update, ota_device, ota_file, put_file
+from tests.host.test_signing import CERT_CONFIG
 from tools.simdevice import app_image
 
 BLOCK = 4096
@@ -44,21 +45,6 @@ def _switch_off(rig):
 
 def details(execution: dict) -> dict:
     return execution.get("statusDetails", {}).get("detailsMap", {})
-
-
-def aws_cli(rig: Rig, *args) -> dict:
-    env = dict(
-        os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1"
-    )
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "aws"), "--endpoint-url", rig.aws.control_url, "iot", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout) if out.stdout.strip() else {}
 
 
 class FileServerCount:
@@ -119,7 +105,7 @@ def test_aws_cli_ota_update_over_mqtt_downloads_over_the_stream_reboots_self_tes
     https = FileServerCount(rig)
     try:
         made = aws_cli(
-            rig,
+            rig.aws,
             "create-ota-update",
             "--ota-update-id",
             "afr-mqtt",
@@ -333,18 +319,6 @@ aws iot create-ota-update --ota-update-id fw-2-0-0 --role-arn arn:aws:iam::12345
                "certificateChain":{"certificateName":"codesign.crt"},
                "hashAlgorithm":"SHA256","signatureAlgorithm":"ECDSA"}}}]'
 aws iot get-ota-update --ota-update-id fw-2-0-0 --query otaUpdateInfo.[otaUpdateStatus,awsIotJobId]
-"""
-
-CERT_CONFIG = """[ req ]
-prompt             = no
-distinguished_name = my_dn
-
-[ my_dn ]
-commonName = signer@example.com
-
-[ my_exts ]
-keyUsage         = digitalSignature
-extendedKeyUsage = codeSigning
 """
 
 

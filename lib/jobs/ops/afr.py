@@ -175,12 +175,9 @@ class AfrOta(ops.Op):
         path = entry.get("filepath")
         if not path:
             return where + ".filepath: required for an application file"
-        problem = staging.check_path(path)
+        problem = files.check_path(path, where + ".filepath", seen)
         if problem:
-            return where + ".filepath: " + problem
-        if path in seen:
-            return where + ".filepath: listed twice"
-        seen[path] = True
+            return problem
         if size > files.MAX_FILE_SIZE:
             return where + ".filesize: at most " + str(files.MAX_FILE_SIZE)
         return None

@@ -40,12 +40,16 @@ def _check_file(i, item, seen, board):
     problem = ops.check_fields(_FILE, item, board, where)
     if problem:
         return problem
-    path = item["path"]
+    return check_path(item["path"], where + ".path", seen)
+
+
+def check_path(path, where, seen):
+    """The path rule for an application file, and no path twice (`seen`): the reason or None."""
     problem = staging.check_path(path)
     if problem:
-        return where + ".path: " + problem
+        return where + ": " + problem
     if path in seen:
-        return where + ".path: listed twice"
+        return where + ": listed twice"
     seen[path] = True
     return None
 

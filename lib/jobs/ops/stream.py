@@ -33,6 +33,7 @@ from micropython import const
 
 from jobs import clock, config, ops
 from jobs.afrdoc import Invalid, Reader
+from jobs.client import bytes_at
 
 _SECTOR = const(4096)  # flash erase unit of an ESP32 partition
 _PER_REQUEST = const(131072)  # most bytes of blocks AWS answers for one GetStream
@@ -85,25 +86,6 @@ def decode_in_place(buf, start, end):
             buf[j] = v >> 8 & 255
             j += 1
     return j - start
-
-
-def _same(view, start, text):
-    """True when view[start:] is exactly the bytes `text` (memoryviews are not compared)."""
-    if len(view) - start != len(text):
-        return False
-    for k in range(len(text)):
-        if view[start + k] != text[k]:
-            return False
-    return True
-
-
-def _starts(view, text):
-    if len(view) < len(text):
-        return False
-    for k in range(len(text)):
-        if view[k] != text[k]:
-            return False
-    return True
 
 
 class SlotSink:
@@ -386,17 +368,17 @@ class Download:
         """client.on_stream: True when `topic` is this stream's (payload None: larger than the
         transport's buffer)."""
         base = self._base
-        if not _starts(topic, base):
+        if not bytes_at(topic, 0, base):
             return False
         n = len(base)
         try:
             if payload is None:
                 self.error = "stream " + self.stream_id + ": a message larger than buffer_size"
-            elif _same(topic, n, b"data/json"):
+            elif _is(topic, n, b"data/json"):
                 self._block(payload)
-            elif _same(topic, n, b"rejected/json"):
+            elif _is(topic, n, b"rejected/json"):
                 self._rejected(payload)
-            elif _same(topic, n, b"description/json"):
+            elif _is(topic, n, b"description/json"):
                 self._description(payload)
         except Invalid:
             pass  # not readable: what it answered is asked for again
@@ -509,6 +491,10 @@ class Download:
         if not plain:
             end = _drop_escapes(buf, start, end)
         return start, end
+
+
+def _is(topic, n, suffix):
+    return len(topic) - n == len(suffix) and bytes_at(topic, n, suffix)
 
 
 def _drop_escapes(buf, start, end):
