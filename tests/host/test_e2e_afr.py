@@ -100,7 +100,9 @@ def test_aws_cli_ota_update_over_mqtt_downloads_over_the_stream_reboots_self_tes
     image = app_image(150 * 1024 + 77, "2.0.0")
     location = put_file(rig, "fw/afr-mqtt.bin", image)
     sniffer = rig.sniffer(
-        f"$aws/things/{dev.name}/streams/+/data/json", f"$aws/things/{dev.name}/streams/+/get/json"
+        f"$aws/things/{dev.name}/streams/+/data/json",
+        f"$aws/things/{dev.name}/streams/+/get/json",
+        f"$aws/things/{dev.name}/jobs/AFR_OTA-afr-mqtt/update",
     )
     https = FileServerCount(rig)
     try:
@@ -131,7 +133,16 @@ def test_aws_cli_ota_update_over_mqtt_downloads_over_the_stream_reboots_self_tes
     ota = dev.otadata()
     assert ota["running"] == "ota_1" and ota["slots"]["ota_1"] == {"state": "VALID", "version": "2.0.0"}
     assert slot_bytes(dev, "ota_1", len(image)) == image
-    # the AWS OTA agent's statusDetails on the way: self_test ready, then active, with updatedBy
+    # the AWS OTA agent's statusDetails on the way: receive, self_test ready, then active, with updatedBy
+    sent = [json.loads(p) for _, p in sniffer.seen("/update")]
+    steps = [(u["status"], u.get("statusDetails", {})) for u in sent]
+    assert ("IN_PROGRESS", {"self_test": "ready", "updatedBy": "0x01000000"}) in steps, steps
+    assert ("IN_PROGRESS", {"self_test": "active", "updatedBy": "0x02000000"}) in steps, steps
+    receive = [d["receive"] for st, d in steps if "receive" in d]
+    assert receive and all(r.endswith(f"/{blocks}") for r in receive), receive
+    ready = steps.index(("IN_PROGRESS", {"self_test": "ready", "updatedBy": "0x01000000"}))
+    assert steps.index(("IN_PROGRESS", {"self_test": "active", "updatedBy": "0x02000000"})) > ready
+    assert steps[-1] == ("SUCCEEDED", {"reason": "accepted v2.0.0", "updatedBy": "v1.0.0"})
     log = dev.output()
     assert "job AFR_OTA-afr-mqtt afr_ota SUCCEEDED" in log
     echo = dev.run("afr-mqtt-echo", {"operation": "diag.echo"})
