@@ -9,7 +9,7 @@ export MICROPYTHON
 BOOTSTRAP_PYTHON ?= python3
 PYTEST_ARGS ?=
 
-SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto
+SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto build/wasm/.installed
 
 .PHONY: help setup run test lint format typecheck build clean
 
@@ -50,6 +50,24 @@ build/.mosquitto:
 	    echo "mosquitto is needed: run  sudo apt-get install -y mosquitto  and then make again"; exit 1; \
 	  fi; \
 	fi
+	@touch $@
+
+# The 32-bit MicroPython (WebAssembly, run by Node.js) the device tests also run on:
+# the exact version and checksum in tools/wasm/package-lock.json, installed with `npm ci`.
+build/wasm/.installed: tools/wasm/package.json tools/wasm/package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null \
+	      || { echo "installing nodejs and npm failed"; exit 1; }; \
+	  else \
+	    echo "Node.js 18+ and npm are needed: run  sudo apt-get install -y nodejs npm  and then make again"; exit 1; \
+	  fi; \
+	fi
+	@node -e 'process.exit(+process.versions.node.split(".")[0] < 18 ? 1 : 0)' \
+	  || { echo "Node.js 18 or later is needed (found $$(node --version))"; exit 1; }
+	rm -rf build/wasm && mkdir -p build/wasm
+	cp tools/wasm/package.json tools/wasm/package-lock.json build/wasm/
+	cd build/wasm && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 test: setup lint typecheck
