@@ -12,6 +12,11 @@
 // Exit status as the Unix port's: the SystemExit code, 1 after an uncaught exception (its
 // traceback on stderr), 0 otherwise.
 //
+// This runtime collects garbage only between calls from JavaScript (gc.collect() inside
+// Python is deferred until the call returns), so a script that measures the live heap splits
+// itself: `import toplevel; toplevel.then(fn, *args)` runs fn(*args) after the script (and
+// each earlier fn) has returned and a collection has run. Only this runner has `toplevel`.
+//
 // WASM_MICROPYTHON: the package's micropython.mjs (default: build/wasm/node_modules/...).
 import fs from "node:fs";
 import path from "node:path";
@@ -130,13 +135,41 @@ _run_status = 0
 del _json, _run_env, _run_argv, _run_path
 
 
-def _run_main():
-    global _run_status
+class _TopLevel:
+    def __init__(self):
+        self.queue = []
+
+    def then(self, fn, *args):
+        self.queue.append((fn, args))
+
+
+_toplevel = _sys.modules["toplevel"] = _TopLevel()
+
+
+def _main():
     with open(_sys.argv[0]) as f:
         code = compile(f.read(), _sys.argv[0], "exec")
+    exec(code, {"__name__": "__main__", "__file__": _sys.argv[0]})
+
+
+def _run_main():
+    return _run(_main, ())
+
+
+def _run_next():
+    if not _toplevel.queue:
+        return False
+    fn, args = _toplevel.queue.pop(0)
+    return _run(fn, args)
+
+
+def _run(fn, args):
+    global _run_status
     try:
-        exec(code, {"__name__": "__main__", "__file__": _sys.argv[0]})
+        fn(*args)
+        return True
     except SystemExit as stop:
+        _toplevel.queue.clear()  # the process ends here, as the Unix port's would
         code = stop.args[0] if stop.args else 0
         if code is None:
             code = 0
@@ -145,10 +178,16 @@ def _run_main():
             code = 1
         _run_status = code
     except BaseException as error:  # what the Unix port does with an uncaught exception
+        _toplevel.queue.clear()
         _sys.print_exception(error, _sys.stderr)
         _run_status = 1
+    return False
 `);
 mp.runPython("_run_main()");
+const collect = mp.pyimport("gc").collect;
+const next = mp.globals.get("_run_next");
+do collect(); // takes effect as this call returns: nothing of Python is on the stack then
+while (next());
 const status = mp.globals.get("_run_status");
 out.flush();
 err.flush();
