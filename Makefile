@@ -117,7 +117,7 @@ provision: $(VENV)/.requirements
 deploy: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
 	$(call need,CONFIG,<folder from make provision> (or THING=<thing name>))
-	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(DEPLOY_ARGS)
+	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(if $(ROMFS),--romfs) $(DEPLOY_ARGS)
 
 flash: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
@@ -125,8 +125,10 @@ flash: $(VENV)/.requirements
 	$(call need,FIRMWARE,<MicroPython .bin>)
 	$(PYTHON) -m tools.flash --port "$(PORT)" --chip "$(CHIP)" --firmware "$(FIRMWARE)" $(FLASH_ARGS)
 
+# ROMFS=1: the virtual board has a 128 KiB ROMFS partition, for `make deploy ROMFS=1`
 vboard: $(VENV)/.requirements build/deps/.fetched
-	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple
+	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple \
+	  $(if $(ROMFS),--romfs 131072)
 
 # --- benchmarks (docs/benchmarks.md): floor, our device, the SDK v2 peer, heap, scanner, size, scale ---
 .PHONY: bench
