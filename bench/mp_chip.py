@@ -221,7 +221,7 @@ def _traced(label, fn):
 
 
 def _trace_calls(eng):
-    """Wrap the calls a job goes through; the (owner, name, original) to put back."""
+    """Wrap the calls a job goes through (those this version has); (owner, name, original)."""
     from jobs import ops
 
     c = eng.client
@@ -234,11 +234,14 @@ def _trace_calls(eng):
         (eng.link, "publish", "mqtt.publish"),
         (eng.journal, "write", "journal.write"),
         (eng, "_call", "engine._call(op.run)"),
+        (ops, "prepare", "ops.prepare"),
         (ops, "validate", "ops.validate"),
         (ops, "normalize", "ops.normalize"),
     ):
-        traced.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, _traced(label, getattr(owner, name)))
+        original = getattr(owner, name, None)
+        if original is not None:
+            traced.append((owner, name, original))
+            setattr(owner, name, _traced(label, original))
     return traced
 
 
