@@ -14,6 +14,7 @@ import time
 import esp32
 import machine
 import network
+from jobs import clock
 from micropython import const
 
 _EPOCH_2000 = const(946684800)  # seconds from 1970-01-01 to 2000-01-01
@@ -173,4 +174,4 @@ class EspBoard:
         return now + _EPOCH_2000 if time.gmtime(0)[0] == 2000 else now
 
     def uptime(self):
-        return time.ticks_diff(time.ticks_ms(), 0) // 1000
+        return clock.uptime_s()  # ticks_diff(ticks_ms(), 0) goes negative after 6.2 days

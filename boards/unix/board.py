@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from jobs import store
+from jobs import clock, store
 from jobs.ops.pins import IN, OUT, PinTable, reserved
 from micropython import const
 
@@ -43,7 +43,6 @@ TABLE = PinTable(
 )
 
 _booted = None  # (otadata dict, last reset reason), once per process
-_started = time.ticks_ms()
 
 
 class SimPin:
@@ -265,5 +264,5 @@ class Board:
         return int(time.time())
 
     def uptime(self):
-        """Seconds since this process (the simulated boot) started."""
-        return time.ticks_diff(time.ticks_ms(), _started) // 1000
+        """Seconds since this process (the simulated boot) started, right past the tick wrap."""
+        return clock.uptime_s()

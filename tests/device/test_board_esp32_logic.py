@@ -4,6 +4,7 @@ import random
 import sys
 import time
 
+from fakeclock import FakeClock
 from mptest import raises
 
 calls = []
@@ -243,5 +244,16 @@ def test_time_is_converted_from_the_2000_epoch():
 
         espboard.time = Clock2000
         assert b.time() == 946684810
+    finally:
+        _cleanup()
+
+
+def test_uptime_is_right_across_the_tick_wrap():
+    # ticks_diff(ticks_ms(), 0) is negative from 6.2 days to 12.4 days after boot on the chip
+    try:
+        espboard, Board = _espboard()
+        b = Board({})
+        with FakeClock(time.ticks_add(0, -1000), 3 * 86_400_000):
+            assert [b.uptime() for _ in range(4)] == [3 * 86_400, 6 * 86_400, 9 * 86_400, 12 * 86_400]
     finally:
         _cleanup()
