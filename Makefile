@@ -130,7 +130,7 @@ vboard: $(VENV)/.requirements build/deps/.fetched
 	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple \
 	  $(if $(ROMFS),--romfs 131072)
 
-# --- benchmarks (docs/benchmarks.md): floor, our device, the SDK v2 peer, heap, scanner, size, scale ---
+# --- benchmarks (docs/benchmarks.md): floor, our device, the SDK v2 peer, heap, chip, scanner, size, scale ---
 .PHONY: bench
 bench: setup
 	$(PYTHON) -m bench.run $(BENCH_ARGS)

@@ -265,7 +265,7 @@ class Bench:
         self.add(
             "heap_without_code_kib",
             smallest - code / 1024,
-            "smallest heap less that bytecode (frozen on ESP32)",
+            "smallest heap less that bytecode (a frozen library)",
             "KiB",
             "<= 32",
         )
