@@ -13,51 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from tools import certs, deploy, mpenv, provision
+from tests.host import test_deploy
+from tools import deploy, mpenv
 from tools.vboard import VirtualBoard
+
+config_dir = test_deploy.config_dir  # fixtures: the provisioned folder, a small project tree
+project = test_deploy.project
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def config_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("provision")
-    ca = certs.make_ca(folder / "pki", "ca")
-    device = certs.make_device(ca, folder / "pki", "thing-1")
-    inputs = provision.Inputs(
-        thing="thing-1",
-        endpoint="localhost",
-        cert=device.cert_pem,
-        key=device.key_pem,
-        ca=ca.cert_pem,
-        board="unix",
-    )
-    provision.provision(inputs, folder / "out")
-    return folder / "out"
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A small project whose main.py records where the library was imported from."""
-    root = tmp_path / "project"
-    files = {
-        "lib/jobs/__init__.py": "VERSION = 1\n",
-        "lib/jobs/ops/__init__.py": "",
-        "boards/unix/board.py": "NAME = 'unix'\n",
-        "firmware/boot.py": "# boot\n",
-        "firmware/main.py": (
-            "import sys, jobs, board\n"
-            "open('booted.txt', 'w').write(' '.join((jobs.__file__, board.__file__, repr(sys.path))))\n"
-        ),
-    }
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
+BOOT_RECORD = (
+    "import sys, jobs, board\n"
+    "open('booted.txt', 'w').write(' '.join((jobs.__file__, board.__file__, repr(sys.path))))\n"
+)
 
 
 def board_files(board) -> list[str]:
-    return sorted("/" + p.relative_to(board.root).as_posix() for p in board.root.rglob("*") if p.is_file())
+    return sorted(test_deploy.board_files(board))
 
 
 def wait_for(path: Path, timeout: float = 10) -> str:
@@ -68,17 +41,13 @@ def wait_for(path: Path, timeout: float = 10) -> str:
 
 
 def test_the_library_goes_into_the_partition_and_the_board_runs_it_from_rom(config_dir, project, tmp_path):
+    (project / "firmware" / "main.py").write_text(BOOT_RECORD)  # where the library was imported from
     with VirtualBoard(tmp_path / "board", romfs=128 * 1024) as board:
         result = deploy.deploy(board.port, config_dir, "unix", tmp_path / "stage", root=project, romfs=True)
         # only entry points and configuration are files; the library is in the image
-        assert sorted(result["tree"]) == [
-            "/boot.py",
-            "/certs/ca.cert.der",
-            "/certs/device.cert.der",
-            "/certs/device.key.der",
-            "/config.json",
-            "/main.py",
-        ]
+        assert sorted(result["tree"]) == sorted(
+            ["/boot.py", "/main.py", *("/" + f for f in deploy.CONFIG_FILES)]
+        )
         assert board_files(board) == sorted(result["tree"])
         image = (tmp_path / "stage.romfs").read_bytes()
         assert image[:3] == b"\xd2\xcd\x31"  # a ROMFS image, byte for byte in the partition

@@ -4,17 +4,13 @@
 that never open a connection; opening one raises OSError(EOPNOTSUPP). Tests that need the
 network declare `needs=` and are skipped on this runtime (docs/testing.md)."""
 
+from _absent import absent
+
 AF_INET = 2
 SOCK_STREAM = 1
 SOL_SOCKET = 1
 SO_REUSEADDR = 2
 IPPROTO_TCP = 6
 TCP_NODELAY = 1
-_EOPNOTSUPP = 95
 
-
-def _absent(*args, **kwargs):
-    raise OSError(_EOPNOTSUPP, "no sockets on the wasm32 runtime")
-
-
-socket = getaddrinfo = _absent
+socket = getaddrinfo = absent("sockets")

@@ -1,16 +1,12 @@
 # ssl, absent from the wasm32 MicroPython (no TLS): importable, every use raises OSError. MIT licence.
 """See socket.py: jobs.tls and jobs.ops.https import `ssl` at the top."""
 
+from _absent import absent
+
 PROTOCOL_TLS_CLIENT = 0
 PROTOCOL_TLS_SERVER = 1
 CERT_NONE = 0
 CERT_OPTIONAL = 1
 CERT_REQUIRED = 2
-_EOPNOTSUPP = 95
 
-
-def _absent(*args, **kwargs):
-    raise OSError(_EOPNOTSUPP, "no TLS on the wasm32 runtime")
-
-
-SSLContext = wrap_socket = _absent
+SSLContext = wrap_socket = absent("TLS")
