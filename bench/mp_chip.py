@@ -109,15 +109,26 @@ def _booted():
     eng = S["engine"]
     report("boot_heap", live - base)
     report("boot_high", S.pop("boot_high") - base)
-    link = eng.link
-    buffers = sum(len(b) for b in (link.buf, link._tx, link._tbuf, link._hbuf))
+    buffers, kept = _held(eng.link)
     report("boot_buffers", buffers)
-    params = getattr(link, "ssl_params", None) or {}
-    report("boot_der_kept", sum(len(params.get(k) or b"") for k in ("cadata", "cert", "key")))
+    report("boot_der_kept", kept)
     names = sorted(n for n in sys.modules if n.startswith("jobs") or n == "board")
     report("boot_modules", ",".join(names))
     S["booted"] = live
     then(_service) if S["jobs"] else then(_done)
+
+
+def _held(link):
+    """(bytes in the link's bytearrays: its buffers, bytes it keeps: certificates and keys)."""
+    buffers = kept = 0
+    values = [getattr(link, name, None) for name in dir(link)]
+    values += list((getattr(link, "ssl_params", None) or {}).values())
+    for value in values:
+        if isinstance(value, bytearray):
+            buffers += len(value)
+        elif isinstance(value, bytes) and len(value) > 64:  # not a packet constant
+            kept += len(value)
+    return buffers, kept
 
 
 def _done():

@@ -105,14 +105,16 @@ class Socket(io.IOBase):
         self.wire.allocated += gc.mem_alloc() - before
         return k
 
-    def write(self, data):
+    def write(self, data, off=0, n=-1):
+        """All of data[off:off + n] (the stream method's offset form, or the whole of data)."""
         if self.closed:
             raise OSError(104)
         before = gc.mem_alloc()
-        self._in.extend(data)
+        end = len(data) if n < 0 else off + n
+        self._in.extend(memoryview(data)[off:end])
         self._parse()
         self.wire.allocated += gc.mem_alloc() - before
-        return len(data)
+        return end - off
 
     # the broker --------------------------------------------------------------------------
     def _parse(self):

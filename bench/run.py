@@ -344,7 +344,9 @@ class Bench:
             "chip_boot_high_kib", int(w["boot_high"]) / kib, "boot: allocated before any collection", "KiB"
         )
         self.add("chip_buffers_b", int(w["boot_buffers"]), "of the boot heap: transport buffers", "B")
-        self.add("chip_der_b", int(w["boot_der_kept"]), "of the boot heap: DER kept in ssl_params", "B")
+        self.add(
+            "chip_der_b", int(w["boot_der_kept"]), "of the boot heap: certificates/keys the link keeps", "B"
+        )
         boot_modules = set(w["boot_modules"].split(","))
         costs = sorted(got["imports"].items(), key=lambda kv: -kv[1])
         at_boot = sum(v for k, v in costs if k in boot_modules)
