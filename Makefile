@@ -9,7 +9,7 @@ export MICROPYTHON
 BOOTSTRAP_PYTHON ?= python3
 PYTEST_ARGS ?=
 
-SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto build/.chromium
+SETUP_STAMPS := $(VENV)/.requirements build/deps/.fetched build/stubs/.installed build/.mosquitto build/.chromium build/wasm/.installed
 
 .PHONY: help setup run test lint format typecheck build clean
 
@@ -74,6 +74,7 @@ build/.mosquitto:
 
 # Debian's chromium, for the fleet page's browser test (driven by playwright; no browser download)
 build/.chromium:
+	@echo "setup: Debian's chromium (the fleet page's browser test)"
 	@mkdir -p build
 	@if test -x /usr/bin/chromium; then touch $@; \
 	elif [ "$$(id -u)" = 0 ]; then \
@@ -83,6 +84,25 @@ build/.chromium:
 	else \
 	  echo "the fleet page's browser test needs chromium: run  sudo apt-get install -y chromium  (skipped until then)"; \
 	fi
+
+# The 32-bit MicroPython (WebAssembly, run by Node.js) the device tests also run on:
+# the exact version and checksum in tools/wasm/package-lock.json, installed with `npm ci`.
+build/wasm/.installed: tools/wasm/package.json tools/wasm/package-lock.json
+	@echo "setup: the 32-bit MicroPython (WebAssembly, npm, pinned) into build/wasm"
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null \
+	      || { echo "installing nodejs and npm failed"; exit 1; }; \
+	  else \
+	    echo "Node.js 18+ and npm are needed: run  sudo apt-get install -y nodejs npm  and then make again"; exit 1; \
+	  fi; \
+	fi
+	@node -e 'process.exit(+process.versions.node.split(".")[0] < 18 ? 1 : 0)' \
+	  || { echo "Node.js 18 or later is needed (found $$(node --version))"; exit 1; }
+	rm -rf build/wasm && mkdir -p build/wasm
+	cp tools/wasm/package.json tools/wasm/package-lock.json build/wasm/
+	cd build/wasm && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
 
 test: setup lint typecheck
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -138,7 +158,7 @@ provision: $(VENV)/.requirements
 deploy: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
 	$(call need,CONFIG,<folder from make provision> (or THING=<thing name>))
-	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(if $(HANDLERS),--handlers "$(HANDLERS)") $(DEPLOY_ARGS)
+	$(PYTHON) -m tools.deploy --port "$(PORT)" --config "$(CONFIG)" $(if $(HANDLERS),--handlers "$(HANDLERS)") $(if $(ROMFS),--romfs) $(DEPLOY_ARGS)
 
 flash: $(VENV)/.requirements
 	$(call need,PORT,<serial port>)
@@ -146,10 +166,12 @@ flash: $(VENV)/.requirements
 	$(call need,FIRMWARE,<MicroPython .bin>)
 	$(PYTHON) -m tools.flash --port "$(PORT)" --chip "$(CHIP)" --firmware "$(FIRMWARE)" $(FLASH_ARGS)
 
+# ROMFS=1: the virtual board has a 128 KiB ROMFS partition, for `make deploy ROMFS=1`
 vboard: $(VENV)/.requirements build/deps/.fetched
-	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple
+	$(PYTHON) -m tools.vboard --root "$(or $(VBOARD_ROOT),state/vboard)" --frozen umqtt.simple \
+	  $(if $(ROMFS),--romfs 131072)
 
-# --- benchmarks (docs/benchmarks.md): floor, our device, the SDK v2 peer, heap, scanner, size, scale ---
+# --- benchmarks (docs/benchmarks.md): floor, our device, the SDK v2 peer, heap, chip, scanner, size, scale ---
 .PHONY: bench
 bench: setup
 	$(PYTHON) -m bench.run $(BENCH_ARGS)

@@ -33,7 +33,7 @@ def cycles(count):
     from enginerig import Rig
 
     gc.collect()
-    report("heap_code", gc.mem_alloc() - start)  # modules the rig loads: bytecode frozen on an ESP32
+    report("heap_code", gc.mem_alloc() - start)  # modules the rig loads: in RAM as .mpy, not when frozen
     rig = Rig(max_document=8192, buffer_size=8192)
     rig.logs = None
     rig.client.log = rig.engine.log = lambda *a: None

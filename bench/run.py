@@ -3,8 +3,9 @@
     python -m bench.run [--repeats 5] [--jobs 200] [--cycles 10000] [--only floor,device,...]
 
 Sections: floor (broker round trip, service processing, minimal paho device), device (ours on
-the MicroPython Unix port), peer (AWS IoT Device SDK v2 for Python), heap, scanner, size,
-journal, ota (AWS IoT OTA: stream vs HTTPS, stream heap, signature check), scale.
+the MicroPython Unix port), peer (AWS IoT Device SDK v2 for Python), heap, chip (the firmware's
+heap as the chip counts it: 32-bit, and with the bytecode in place), scanner, size, journal,
+ota (AWS IoT OTA: stream vs HTTPS, stream heap, signature check), scale.
 Each figure is the median over the repeats, with min and max. Results: results.json,
 results.csv and results.png under --out (default bench/results/). Exit status 1 when a section
 failed (the message says which and why); a missed goal is reported, not an error.
@@ -21,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import device, floor, micro, ota, peer, scale
+from bench import chip, device, floor, micro, ota, peer, scale
 from bench.common import (
     ROOT,
     BenchError,
@@ -34,7 +35,7 @@ from bench.common import (
 )
 from bench.service import BenchStandIn
 
-SECTIONS = ("floor", "device", "peer", "heap", "scanner", "size", "journal", "ota", "scale")
+SECTIONS = ("floor", "device", "peer", "heap", "chip", "scanner", "size", "journal", "ota", "scale")
 
 
 class Bench:
@@ -203,6 +204,7 @@ class Bench:
             self.section("size", self.size, mods.env)
             self.section("scanner", self.scanner, mods.env)
             self.section("heap", self.heap, mods.env)
+            self.section("chip", self.chip, mods.env)
             self.section("journal", self.journal, mods.env)
 
     def size(self, env) -> None:
@@ -274,7 +276,7 @@ class Bench:
         self.add(
             "heap_without_code_kib",
             smallest - code / 1024,
-            "smallest heap less that bytecode (frozen on ESP32)",
+            "smallest heap less that bytecode (a frozen library)",
             "KiB",
             "<= 32",
         )
@@ -300,6 +302,79 @@ class Bench:
             name, unit, goal = ota.FIGURES[key]
             for value in samples:
                 self.add(f"ota_{key}", value, name, unit, goal)
+
+    def chip(self, env) -> None:
+        """The firmware's heap as the chip counts it (bench/chip.py, docs/benchmarks.md)."""
+        jobs = self.args.chip_jobs
+        self.say(f"chip: boot, {jobs} jobs and a 7.8 KB-document job on the 32-bit runtime; ROMFS boot")
+        with tempfile.TemporaryDirectory(prefix="bench-chip-") as tmp:
+            got = chip.measure(Path(tmp), env, jobs)
+        w, rom, mpy64 = got["wasm"], got["unix_rom"], got["unix_mpy"]
+        self.extra["chip"] = got
+        kib = 1024
+        boot = int(w["boot_heap"])
+        saved = int(mpy64["boot_heap"]) - int(rom["boot_heap"])
+        self.add(
+            "chip_boot_kib",
+            boot / kib,
+            "boot heap, 32-bit, library as .mpy",
+            "KiB",
+            "<= 48",
+            "wasm32; main.py to the engine's loop, buffers included; umqtt as frozen",
+        )
+        self.add(
+            "chip_boot_inplace_kib",
+            (boot - saved) / kib,
+            "boot heap, 32-bit, bytecode in place (estimate)",
+            "KiB",
+            "<= 28",
+            "32-bit .mpy figure less what ROMFS saves on the 64-bit Unix port",
+        )
+        self.add(
+            "chip_boot_rom64_kib", int(rom["boot_heap"]) / kib, "boot heap, ROMFS in place, 64-bit", "KiB"
+        )
+        self.add("chip_boot_mpy64_kib", int(mpy64["boot_heap"]) / kib, "boot heap, .mpy, 64-bit", "KiB")
+        self.add(
+            "chip_steady_drift_b",
+            int(w["steady_heap"]) - boot,
+            f"heap after {w['jobs_done']} jobs - boot, 32-bit",
+            "B",
+            "<= 1024",
+            "real operations; includes the ones imported on first use",
+        )
+        self.add(
+            "chip_warm_drift_b",
+            int(w["steady_heap"]) - int(w["warm_heap"]),
+            f"heap after {w['jobs_done']} jobs - after the first 5, 32-bit",
+            "B",
+            "",
+            "every operation used is loaded by then: a leak shows here",
+        )
+        self.add(
+            "chip_peak_above_boot_kib",
+            (int(w["big_peak"]) - boot) / kib,
+            "7.8 KB-document job: peak - boot, 32-bit",
+            "KiB",
+            "<= 16",
+            "upper bound: nothing is collected inside an engine step on wasm32",
+        )
+        self.add(
+            "chip_boot_high_kib", int(w["boot_high"]) / kib, "boot: allocated before any collection", "KiB"
+        )
+        self.add("chip_buffers_b", int(w["boot_buffers"]), "of the boot heap: transport buffers", "B")
+        self.add(
+            "chip_der_b", int(w["boot_der_kept"]), "of the boot heap: certificates/keys the link keeps", "B"
+        )
+        boot_modules = set(w["boot_modules"].split(","))
+        costs = sorted(got["imports"].items(), key=lambda kv: -kv[1])
+        at_boot = sum(v for k, v in costs if k in boot_modules)
+        self.add("chip_imports_kib", at_boot / kib, "of the boot heap: importing the library", "KiB")
+        self.say(
+            "chip: import cost on 32-bit (B; * = loaded at boot): "
+            + ", ".join(f"{k}{'*' if k in boot_modules else ''} {v}" for k, v in costs)
+        )
+        trace = {k[len("big_alloc ") :]: int(v) for k, v in w.items() if k.startswith("big_alloc ")}
+        self.say("chip: allocated during the 7.8 KB job (B, nested calls overlap): " + json.dumps(trace))
 
     # ----- 7: scale -----------------------------------------------------------------------
     def scale(self, folder: Path) -> None:
@@ -408,6 +483,7 @@ def parse(argv):
     parser.add_argument("--rtt-samples", type=int, default=200)
     parser.add_argument("--cycles", type=int, default=10000, help="job cycles for the heap figure")
     parser.add_argument("--search-cycles", type=int, default=1000, help="cycles per heap bisection step")
+    parser.add_argument("--chip-jobs", type=int, default=1000, help="jobs for the 32-bit steady-state figure")
     parser.add_argument("--scan-sizes", default="1024,8192,32768")
     parser.add_argument("--scale-steps", default="1,2,5,10,25,50,100,250,500")
     parser.add_argument("--scale-jobs", type=int, default=5)
@@ -424,6 +500,7 @@ def parse(argv):
     args = parser.parse_args(argv)
     if args.quick:  # the harness end to end in seconds (tests/host/test_bench_smoke.py): no figures to quote
         args.repeats, args.jobs, args.rtt_samples, args.cycles, args.search_cycles = 1, 3, 10, 100, 20
+        args.chip_jobs = 10
         args.scan_sizes, args.scale_steps, args.shipped_service = "1024", "2", False
     args.only = [s for s in args.only.split(",") if s]
     unknown = [s for s in args.only if s not in SECTIONS]
@@ -434,8 +511,8 @@ def parse(argv):
         args.scale_steps = [int(s) for s in args.scale_steps.split(",")]
     except ValueError:
         parser.error("--scan-sizes and --scale-steps take comma-separated integers")
-    if min(args.repeats, args.jobs, args.cycles, args.search_cycles) < 1 or args.cycles < 100:
-        parser.error("--repeats, --jobs, --search-cycles must be >= 1 and --cycles >= 100")
+    if min(args.repeats, args.jobs, args.cycles, args.search_cycles, args.chip_jobs) < 1 or args.cycles < 100:
+        parser.error("--repeats, --jobs, --search-cycles, --chip-jobs must be >= 1 and --cycles >= 100")
     return args
 
 
@@ -451,7 +528,7 @@ def main(argv=None) -> int:
         folder = Path(tmp)
         if {"floor", "device", "peer"} & set(args.only):
             bench.jobs(folder)
-        if {"heap", "scanner", "size", "journal"} & set(args.only):
+        if {"heap", "chip", "scanner", "size", "journal"} & set(args.only):
             bench.micro()
         if "ota" in args.only:
             bench.section("ota", bench.ota)

@@ -44,6 +44,15 @@ def _on_root(root, path):
     return store.join(root, path)
 
 
+def _forget(name):
+    """Drop a module only the boot used, so its code does not stay on the heap."""
+    sys.modules.pop(name, None)
+    parent, _, child = name.rpartition(".")
+    package = sys.modules.get(parent)
+    if package is not None and hasattr(package, child):
+        delattr(package, child)
+
+
 def _exists(path):
     try:
         os.stat(path)
@@ -114,6 +123,7 @@ class _Boot:
                 self.halt("cannot read " + path + " (" + key + " in config.json)")
         if not cfg["app_version"]:
             cfg["app_version"] = appstore.version(hw.root)
+        _forget("jobs.ops.appstore")  # the rest of the boot and the jobs do not need it
         if cfg["watchdog_ms"] and not self.dev:
             self.wdt = hw.watchdog(cfg["watchdog_ms"])
             print("main: watchdog armed,", cfg["watchdog_ms"], "ms")

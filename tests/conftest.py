@@ -1,14 +1,19 @@
-"""pytest plugin: tests under tests/device run inside the MicroPython Unix port.
+"""pytest plugin: tests under tests/device run inside MicroPython, on two runtimes.
 
-Each `def test_*` in tests/device/test_*.py becomes a pytest item. All selected items of one
-file run in a single `micropython` process (tests/mprunner.py) with lib/, boards/unix/ and the
-fetched dependencies on MICROPYPATH; each is reported pass/fail/skip on its own, with
-MicroPython's traceback on failure.
+Each `def test_*` in tests/device/test_*.py becomes a pytest item on the MicroPython Unix port
+(64-bit), `test_x`, and one on the 32-bit WebAssembly MicroPython (tools/wasm, ESP32-sized
+objects and the ESP32's 2^30 ms tick period), `test_x[wasm32]`. All selected items of one file
+and runtime run in a single process (tests/mprunner.py) with lib/, boards/unix/ and the fetched
+dependencies on MICROPYPATH; each is reported pass/fail/skip on its own, with MicroPython's
+traceback on failure.
 
 Header comments configure a file:
     # micropython: heapsize=64K      (-X heapsize=, to test memory limits)
     # micropython: timeout=120       (seconds for the whole file; default 120)
     # micropython: needs=broker      (host resources started once per session, passed as env)
+    # micropython: wasm32=skip <why> (the file cannot run on the 32-bit runtime: its items skip)
+A file whose `needs` include a network service (anything but `mpy`) is skipped on wasm32 too:
+that runtime has no sockets. Either way each wasm32 item reports the reason.
 """
 
 import ast
@@ -26,7 +31,9 @@ from tools import mpenv
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_TESTS = ROOT / "tests" / "device"
 RUNNER = ROOT / "tests" / "mprunner.py"
-_DIRECTIVE = re.compile(r"^#\s*micropython:\s*(\w+)\s*=\s*(\S+)")
+_DIRECTIVE = re.compile(r"^#\s*micropython:\s*(\w+)\s*=\s*(\S.*?)\s*$")
+WASM32 = "wasm32"
+_FILE_NEEDS = ("mpy",)  # resources that are files, not network services: fine without sockets
 _MARK = re.compile(r"^@@mptest (start|pass|fail|skip|end) (\S+)")
 
 
@@ -34,9 +41,18 @@ def micropypath() -> str:
     return mpenv.micropypath(DEVICE_TESTS)
 
 
-def run_micropython(args, env=None, heapsize=None, timeout=120, cwd=None):
-    """Run the MicroPython Unix port with the project's MICROPYPATH; return CompletedProcess."""
-    command = [mpenv.micropython_binary()]
+def run_micropython(args, env=None, heapsize=None, timeout=120, cwd=None, runtime="unix"):
+    """Run MicroPython (the Unix port, or runtime="wasm32") with the project's MICROPYPATH;
+    return CompletedProcess."""
+    if runtime == WASM32:
+        command = mpenv.wasm_command()
+        if command is None:
+            raise MicroPythonFailure(
+                "the wasm32 MicroPython (Node.js + build/wasm) is missing: run `make setup`"
+            )
+        command += ["--tree", str(ROOT / "boards")]  # tests import boards/esp32* by path
+    else:
+        command = [mpenv.micropython_binary()]
     if heapsize:
         command += ["-X", f"heapsize={heapsize}"]
     full_env = dict(os.environ, MICROPYPATH=micropypath(), **(env or {}))
@@ -230,33 +246,56 @@ class MicroPythonFailure(Exception):
 
 class MicroPythonFile(pytest.File):
     def collect(self):
-        self.options = {"heapsize": None, "timeout": "120", "needs": ""}
+        self.options = {"heapsize": None, "timeout": "120", "needs": "", WASM32: ""}
         source = self.path.read_text()
         for line in source.splitlines():
             match = _DIRECTIVE.match(line)
             if match:
                 self.options[match.group(1)] = match.group(2)
-        self._results = None
+        self._results = {}
+        self.wasm32_skip = self._wasm32_skip()
         for node in ast.parse(source).body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                yield MicroPythonItem.from_parent(self, name=node.name, lineno=node.lineno)
+                yield MicroPythonItem.from_parent(self, name=node.name, lineno=node.lineno, runtime="unix")
+                yield MicroPythonItem.from_parent(
+                    self, name=node.name + "[" + WASM32 + "]", lineno=node.lineno, runtime=WASM32
+                )
 
-    def results(self) -> dict:
-        """Run every selected test of this file once; {name: (status, text)}."""
-        if self._results is None:
-            names = [item.name for item in self.session.items if item.parent is self]
-            self._results = self._run(names)
-        return self._results
+    def _needs(self) -> list:
+        return [n for n in self.options["needs"].split(",") if n]
 
-    def _run(self, names) -> dict:
-        needs = [n for n in self.options["needs"].split(",") if n]
+    def _wasm32_skip(self):
+        """Why this file cannot run on the 32-bit runtime, or None."""
+        word, _, reason = self.options[WASM32].partition(" ")
+        if word == "skip":
+            return reason.strip() or "the file says so"
+        if word:
+            raise self.CollectError(f"{self.path.name}: '# micropython: wasm32=skip <reason>' expected")
+        services = [n for n in self._needs() if n not in _FILE_NEEDS]
+        if services:
+            return "needs " + ",".join(services) + ": the wasm32 runtime has no sockets"
+        return None
+
+    def results(self, runtime) -> dict:
+        """Run every selected test of this file on `runtime` once; {name: (status, text)}."""
+        if runtime not in self._results:
+            names = [
+                item.test_name
+                for item in self.session.items
+                if item.parent is self and item.runtime == runtime
+            ]
+            self._results[runtime] = self._run(names, runtime)
+        return self._results[runtime]
+
+    def _run(self, names, runtime) -> dict:
         timeout = float(self.options["timeout"])
         try:
             proc = run_micropython(
                 [str(RUNNER), self.path.stem, *names],
-                env=RESOURCES.env(needs),
+                env=RESOURCES.env(self._needs()),
                 heapsize=self.options["heapsize"],
                 timeout=timeout,
+                runtime=runtime,
             )
         except subprocess.TimeoutExpired as expired:
             out = (
@@ -293,24 +332,30 @@ class MicroPythonFile(pytest.File):
 
 
 class MicroPythonItem(pytest.Item):
-    def __init__(self, *, lineno, **kwargs):
+    def __init__(self, *, lineno, runtime, **kwargs):
         super().__init__(**kwargs)
         self.lineno = lineno
+        self.runtime = runtime
+        self.test_name = self.name.partition("[")[0]
 
     def runtest(self):
-        results = self.parent.results()
-        status, text = results.get(self.name, (None, None))
+        if self.runtime == WASM32 and self.parent.wasm32_skip:
+            pytest.skip("wasm32: " + self.parent.wasm32_skip)
+        results = self.parent.results(self.runtime)
+        status, text = results.get(self.test_name, (None, None))
         if status is None:
             raise MicroPythonFailure("the test did not report a result:\n" + results["*"][1])
         if status == "skip":
-            pytest.skip(text.strip() or "skipped")
+            reason = text.strip() or "skipped"
+            pytest.skip(self.runtime + ": " + reason if self.runtime == WASM32 else reason)
         if status == "fail":
             raise MicroPythonFailure(text)
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, MicroPythonFailure):
-            return f"{self.path.name}::{self.name} failed in MicroPython\n{excinfo.value}"
+            where = "the 32-bit (wasm32) MicroPython" if self.runtime == WASM32 else "MicroPython"
+            return f"{self.path.name}::{self.name} failed in {where}\n{excinfo.value}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, self.lineno - 1, f"{self.path.stem}::{self.name} [micropython]"
+        return self.path, self.lineno - 1, f"{self.path.stem}::{self.test_name} [{self.runtime} micropython]"

@@ -22,6 +22,11 @@
    refuse, with the command that fixes it (or --remove-stale to remove the stale files).
 4. `mpremote cp` every file (it skips a file whose sha256 already matches), then read back the
    sha256 of every deployed file and compare, then `mpremote reset`.
+
+With --romfs (`make deploy ROMFS=1`) the library and board modules go into a ROMFS image
+instead of /lib (`mpremote romfs build`), written with `mpremote romfs deploy` when
+`mpremote romfs query` shows the board has a ROMFS partition it fits in; the firmware mounts it
+at /rom and imports from /rom/lib (before /lib) with the bytecode in place (docs/tooling.md).
 """
 
 import argparse
@@ -317,6 +322,94 @@ def verify(port: str, tree: dict[str, Path]) -> list[str]:
     ]
 
 
+# ---- ROMFS: the library as an image the firmware runs in place --------------------------
+
+ROMFS_HASH = """\
+import vfs, hashlib, binascii
+_h = hashlib.sha256(memoryview(vfs.rom_ioctl(2, 0))[:{size}])
+print('DEPLOY-ROMFS', binascii.hexlify(_h.digest()).decode())
+"""
+
+
+@dataclass
+class Romfs:
+    """What `mpremote romfs query` said about partition 0."""
+
+    size: int | None  # bytes, None when there is no partition
+    image: int | None = None  # bytes of the valid image on it, if any
+    why: str = ""  # mpremote's words when there is no partition
+
+
+def parse_romfs_query(output: str) -> Romfs:
+    """Partition 0 as `mpremote romfs query` reports it (mpremote 1.24+ wording)."""
+    size = image = None
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("ROMFS0 partition has size "):
+            size = int(line.split()[4])
+        elif line.startswith("ROMFS image size:") and size is not None and image is None:
+            image = int(line.split(":", 1)[1])
+    if size is None:
+        # "ROMFS is not enabled on this device", "No ROMFS partitions available"
+        return Romfs(None, why=lines[-1] if lines else "no answer")
+    return Romfs(size, image)
+
+
+def romfs_split(tree: dict[str, Path]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(the staged /lib files, which go into the image, everything else)."""
+    image = {p: f for p, f in tree.items() if p.startswith("/lib/")}
+    return image, {p: f for p, f in tree.items() if p not in image}
+
+
+def build_romfs(files: dict[str, Path], out: Path) -> Path:
+    """`mpremote romfs build` of `files` (device paths /lib/...) into `out`.romfs; the image."""
+    folder = out.parent / (out.name + "-romfs")
+    if folder.exists():
+        shutil.rmtree(folder)
+    for device_path, local in files.items():
+        target = folder / device_path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+    image = out.parent / (out.name + ".romfs")
+    result = subprocess.run(
+        [mpremote(), "romfs", "-o", str(image), "build", str(folder)], capture_output=True, text=True
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    if result.returncode or not image.is_file():
+        raise DeployError(f"mpremote romfs build failed:\n{(result.stdout + result.stderr).strip()}")
+    return image
+
+
+def deploy_romfs(port: str, tree: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Write the library as a ROMFS image when the board has room for it; the files left to copy."""
+    files, rest = romfs_split(tree)
+    part = parse_romfs_query(run_mpremote(port, ["romfs", "query"], echo=False))
+    if part.size is None:
+        raise DeployError(
+            f"the board has no ROMFS partition (mpremote romfs query: {part.why}): flash a firmware "
+            "with one (MicroPython v1.25+ and a partition table with a `romfs` partition), "
+            "or deploy without ROMFS=1 (the library then goes to /lib as .mpy)"
+        )
+    image = build_romfs(files, out)
+    size = image.stat().st_size
+    print(
+        f"deploy: ROMFS image {image} ({size} bytes, {len(files)} modules) for a {part.size}-byte partition"
+    )
+    if size > part.size:
+        raise DeployError(
+            f"the ROMFS image ({size} bytes) does not fit the board's ROMFS partition ({part.size} bytes)"
+        )
+    run_mpremote(port, ["romfs", "deploy", str(image)], echo=True)
+    output = run_mpremote(port, ["exec", ROMFS_HASH.format(size=size)], echo=False)
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    if f"DEPLOY-ROMFS {digest}" not in output:
+        raise DeployError(
+            f"after `mpremote romfs deploy` the partition's sha256 differs from the image's:\n{output}"
+        )
+    print("deploy: ROMFS image written, its sha256 read back; the library runs from /rom/lib after the reset")
+    return rest
+
+
 def deploy(
     port: str,
     config_dir: Path,
@@ -327,11 +420,17 @@ def deploy(
     root: Path = ROOT,
     frozen_library: bool = False,
     handlers: Path | None = None,
+    romfs: bool = False,
 ) -> dict:
     """Deploy; return {'copied': [...], 'unchanged': [...], 'tree': {...}}. DeployError on a problem.
 
     Nothing is built before the board has answered; nothing is copied if anything is wrong.
-    """
+    romfs: the library and board modules as a ROMFS image (deploy_romfs); 'tree' is then what
+    was copied besides it."""
+    if romfs and frozen_library:
+        raise DeployError(
+            "--romfs and --frozen-library exclude each other: the library is either frozen or in ROMFS"
+        )
     config_path = config_dir / "config.json"
     if board is None:
         try:
@@ -362,6 +461,8 @@ def deploy(
         problems = []
     if problems:
         raise DeployError(problems)
+    if romfs:
+        tree = deploy_romfs(port, tree, out)
 
     output = run_mpremote(port, copy_commands(tree), echo=True)
     unchanged = sorted(
@@ -416,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the firmware was built with manifest.py: copy only entry points and config",
     )
     parser.add_argument(
+        "--romfs",
+        action="store_true",
+        help="the library as a ROMFS image (mpremote romfs deploy) instead of .mpy files in /lib",
+    )
+    parser.add_argument(
         "--remove-stale", action="store_true", help="remove /lib/umqtt and .py files shadowing the .mpy"
     )
     parser.add_argument(
@@ -437,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_stale=args.remove_stale,
             frozen_library=args.frozen_library,
             handlers=args.handlers,
+            romfs=args.romfs,
         )
     except DeployError as error:
         problems = error.args[0] if isinstance(error.args[0], list) else [error.args[0]]

@@ -35,3 +35,20 @@ def micropypath(*first: Path | str) -> str:
     """MICROPYPATH: `first`, then `.frozen` (ssl lives there, and comes early as on the ESP32),
     then the device library, the unix board and the fetched dependencies."""
     return ":".join([*(str(p) for p in first), ".frozen", *(str(p) for p in DEVICE_PATH)])
+
+
+# The 32-bit MicroPython: the WebAssembly port from npm (tools/wasm/package.json, installed by
+# `make setup` into build/wasm), run under Node.js by tools/wasm/run.mjs like the Unix port.
+WASM_RUNNER = ROOT / "tools" / "wasm" / "run.mjs"
+WASM_MODULE = ROOT / "build" / "wasm" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
+
+
+def wasm_command() -> list[str] | None:
+    """[node, run.mjs]: the 32-bit MicroPython's command line, which takes the same arguments as
+    `micropython` (-X heapsize=, script, args); None when Node.js or the package is missing.
+    WASM_MICROPYTHON (the package's micropython.mjs) overrides where the package is."""
+    node = os.environ.get("NODE") or shutil.which("node")
+    module = Path(os.environ.get("WASM_MICROPYTHON") or WASM_MODULE / "micropython.mjs")
+    if not node or not module.exists():
+        return None
+    return [node, str(WASM_RUNNER)]

@@ -56,13 +56,18 @@ class VirtualBoard:
     """A board whose filesystem is `root`, reachable on the pty `self.port` once started.
 
     `frozen`: module names imported before the filesystem is mounted (like frozen modules),
-    found on `frozen_path` (MICROPYPATH entries).
+    found on `frozen_path` (MICROPYPATH entries). `romfs`: the size of a ROMFS partition
+    (0: none, as in stock ESP32 firmware), kept in `romfs_file` beside the board folder.
     """
 
-    def __init__(self, root: Path, frozen: tuple[str, ...] = (), frozen_path: tuple[Path, ...] = ()):
+    def __init__(
+        self, root: Path, frozen: tuple[str, ...] = (), frozen_path: tuple[Path, ...] = (), romfs: int = 0
+    ):
         self.root = Path(root).resolve()
         self.frozen = frozen
         self.frozen_path = frozen_path
+        self.romfs = romfs
+        self.romfs_file = self.root.parent / (self.root.name + ".romfs")
         self.port = ""
         self._master: int | None = None
         self._slave: int | None = None
@@ -127,6 +132,8 @@ class VirtualBoard:
         env = dict(
             os.environ, MICROPYPATH=":".join([".frozen", *map(str, self.frozen_path)]), JOBS_BOARD_STATE="/"
         )
+        if self.romfs:
+            env["VBOARD_ROMFS"] = f"{self.romfs}:{self.romfs_file}"
         self._proc = subprocess.Popen(
             [micropython_binary(), str(AGENT), str(self.root), *self.frozen],
             stdin=subprocess.PIPE,
@@ -416,12 +423,19 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="where frozen modules are found (default build/deps)",
     )
+    parser.add_argument(
+        "--romfs",
+        type=int,
+        default=0,
+        help="bytes of a ROMFS partition (default none), for `make deploy ROMFS=1`",
+    )
     args = parser.parse_args(argv)
     problem = unusable(args.root)
     if problem:
         print(f"vboard: {problem}", file=sys.stderr)
         return 2
-    board = VirtualBoard(args.root, tuple(args.frozen), tuple(args.frozen_path or [ROOT / "build" / "deps"]))
+    frozen_path = tuple(args.frozen_path or [ROOT / "build" / "deps"])
+    board = VirtualBoard(args.root, tuple(args.frozen), frozen_path, args.romfs)
     port = board.start()
     mpremote = as_typed(venv_tool("mpremote") or "mpremote")
     print(f"vboard: serial port {port}  (filesystem {board.root})", flush=True)

@@ -11,6 +11,11 @@ SystemExit(78), the unix board's halt(), ends only the code that raised it (the 
 its REPL, as a chip whose main.py returned) and is announced to the host with HALTED before
 MARKER.
 
+VBOARD_ROMFS=<size>:<file> gives the board a ROMFS partition of <size> bytes kept in <file>
+(outside the board folder), as an ESP32 firmware built with ROMFS has: `vfs.rom_ioctl` for
+`mpremote romfs query|deploy`, and at boot a valid image is mounted at /rom with '/rom' and
+'/rom/lib' on sys.path before '/lib'.
+
 Commands on stdin: "<kind> <length>\n" then <length> bytes.
     r  raw-REPL exec:   output, 0x04, traceback, 0x04
     s  friendly line:   output (expression values printed), traceback
@@ -82,6 +87,67 @@ class _Os:
             vfs.umount(self._HOST)
 
 
+class _RomVfs:
+    """The built-in vfs module plus rom_ioctl over one partition held in a host file."""
+
+    def __init__(self, size, path):
+        for name in dir(vfs):
+            if not name.startswith("_"):
+                setattr(self, name, getattr(vfs, name))
+        self.segment = bytearray(b"\xff" * size)  # erased flash
+        try:
+            self._file = open(path, "r+b")  # opened before the board folder becomes '/'
+            self._file.readinto(self.segment)
+        except OSError:
+            self._file = open(path, "w+b")
+
+    def _save(self):
+        self._file.seek(0)
+        self._file.write(self.segment)
+        self._file.flush()
+
+    def rom_ioctl(self, op, *args):
+        # the operations of extmod/vfs_rom_ioctl.h that mpremote uses
+        if op == 1:  # number of segments
+            return 1
+        if args and args[0] != 0:
+            return -22
+        if op == 2:  # the segment: a buffer, so mpremote writes it with ioctls 3-5
+            return self.segment
+        if op == 3:  # prepare to write (id, length) or (id, offset, length): erase
+            offset, length = (0, args[1]) if len(args) == 2 else (args[1], args[2])
+            self.segment[offset : offset + length] = b"\xff" * length
+            return 4  # the smallest write
+        if op == 4:  # write (id, offset, data)
+            self.segment[args[1] : args[1] + len(args[2])] = args[2]
+            return 0
+        if op == 5:  # writing complete
+            self._save()
+            return 0
+        if op == 6:  # block size
+            return 4096
+        return -22
+
+
+def _rom_partition():
+    import os
+
+    setting = os.getenv("VBOARD_ROMFS")
+    if not setting:
+        return None
+    size, path = setting.split(":", 1)
+    return _RomVfs(int(size), path)
+
+
+def _install_romfs(rom):
+    sys.modules["vfs"] = rom
+    try:
+        vfs.mount(vfs.VfsRom(rom.segment), "/rom")
+    except OSError:  # erased, or not a ROMFS image: the firmware boots without /rom
+        return []
+    return ["/rom", "/rom/lib"]
+
+
 def _exec(source, mode, scope):
     out = sys.stdout
     try:
@@ -130,12 +196,13 @@ def main():
     for name in sys.argv[2:]:
         __import__(name)
     _install_machine()
+    rom = _rom_partition()  # before the board folder becomes '/': its file is outside
     vfs.mount(vfs.VfsPosix(root), "/")
     import os
 
     os = sys.modules["os"] = _Os(os, root)
     os.chdir("/")
-    sys.path[:] = ["", ".frozen", "/lib"]
+    sys.path[:] = ["", ".frozen"] + (_install_romfs(rom) if rom else []) + ["/lib"]
     scope = {"__name__": "__main__"}
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(MARKER)

@@ -275,5 +275,5 @@ class Board:
         return int(time.time())
 
     def uptime(self):
-        """Seconds since this process (the simulated boot) started."""
+        """Seconds since this process (the simulated boot) started, right past the tick wrap."""
         return clock.uptime_s()

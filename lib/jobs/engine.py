@@ -411,7 +411,10 @@ def build(cfg, board, log=print):
         io_timeout_ms=cfg["request_timeout_ms"],
         log=log,
     )
-    client = C.Client(link, topics.Topics(cfg["thing_name"]), token.Tokens(), Scanner(), cfg, log)
+    # kept strings are a token, a job id, a status, a code (64 at most) and a rejection's message
+    # (cut to fit): 256 bytes of scratch, not the scanner's default 1 KiB
+    scanner = Scanner(max_str=256)
+    client = C.Client(link, topics.Topics(cfg["thing_name"]), token.Tokens(), scanner, cfg, log)
     telemetry = None
     if cfg["telemetry_interval_s"]:
         from jobs.telemetry import Telemetry

@@ -3,7 +3,7 @@ import gc
 
 from jobs import token
 from jobs.token import Tokens
-from mptest import raises
+from mptest import live_heap, raises
 
 
 def _is_hex8(s):
@@ -76,6 +76,7 @@ def test_forget_stops_waiting_without_counting():
 
 
 def test_memory_does_not_grow_with_run_time():
+    live_heap()
     tokens = Tokens("abc", capacity=8)
     for _ in range(100):
         tokens.take(tokens.new())

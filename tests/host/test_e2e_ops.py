@@ -219,8 +219,8 @@ def test_a_handlers_py_that_takes_a_builtin_name_is_refused_at_boot_and_the_buil
         "ops.register(Anything())\n"
     )
     dev.start()
-    dev.wait_log("main: handlers.py: ValueError('operation gpio.write is built in; "
-                 "register(op, override=True) replaces it on purpose'")  # fmt: skip
+    dev.wait_log("main: handlers.py: ValueError: operation gpio.write is built in; "
+                 "register(op, override=True) replaces it on purpose")  # fmt: skip
     done = dev.run("override-1", {"operation": "gpio.write", "pin": 6, "value": 1})
     assert done["status"] == "REJECTED", done
     assert details(done) == {"reason": "pin: 6 is a flash pin, never allowed"}
