@@ -7,14 +7,18 @@
   request to the journal's `ota.boot` phase (downloaded, signature checked, read back) gives KiB/s;
 * heap: bench/mp_stream.py (.mpy modules, as on a device) downloads a 1 MiB stream file with the
   real link: the live heap after a collection at every block, above the heap before it, and
-  the bytes allocated per block with the collector off;
+  the bytes allocated per block with the collector off; bench/mp_stream32.py on the 32-bit
+  runtime (object sizes as on the chip; an in-process stream service, that runtime has no
+  sockets): what a download holds half-way above the heap before it, and its bytes per block;
 * the signature check: bench/signing.py's time per ECDSA P-256 verification.
 `measure()` returns {figure key: [samples]} for bench.run.
 """
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,6 +93,31 @@ def stream_heap(folder: Path, env: dict) -> dict:
         rig.stop()
 
 
+def heap32(env: dict) -> dict:
+    """bench/mp_stream32.py on the 32-bit runtime: its `@@bench` values."""
+    from tools import mpenv
+
+    command = mpenv.wasm_command()
+    if command is None:
+        raise BenchError("the wasm32 MicroPython (Node.js + build/wasm) is missing: run `make setup`")
+    path = mpenv.micropypath(Path(__file__).resolve().parent.parent / "tests" / "device")
+    proc = subprocess.run(
+        [*command, str(Path(__file__).with_name("mp_stream32.py"))],
+        env=dict(os.environ, MICROPYPATH=path, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    values = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@bench "):
+            key, value = line.split()[1:3]
+            values[key] = value
+    if proc.returncode or values.get("completed") != "1":
+        raise BenchError(f"mp_stream32.py on wasm32 failed:\n{(proc.stdout + proc.stderr)[-1500:]}")
+    return values
+
+
 def measure(repeats: int = 3) -> dict:
     from bench import signing
 
@@ -104,6 +133,9 @@ def measure(repeats: int = 3) -> dict:
         blocks = int(heap["alloc"]["blocks"])
         results["stream_alloc_per_block_b"] = [int(heap["alloc"]["allocated"]) / blocks]
         results["stream_only_kib_s"] = [STREAM_FILE / 1024 / (int(heap["speed"]["stream_ms"]) / 1000)]
+        wasm = heap32(mods.env)
+        results["stream32_held_b"] = [int(wasm["held_above_idle"])]
+        results["stream32_alloc_per_block_b"] = [int(wasm["allocated_per_block"])]
     checks = signing.measure(count=5, rounds=3)
     results["verify_ms"] = [float(checks["unix"]["verify_ms_median"])]
     results["verify_cpu_ms"] = [float(checks["unix"]["verify_cpu_ms"])]
@@ -119,6 +151,8 @@ FIGURES = {
     "stream_only_kib_s": ("stream download alone (1 MiB, 4 KiB blocks, into a file)", "KiB/s", ""),
     "stream_heap_live_b": ("live heap above idle during a streamed download", "B", "<= 8192"),
     "stream_alloc_per_block_b": ("heap allocated per 4 KiB stream block", "B", ""),
+    "stream32_held_b": ("32-bit: heap a download holds half-way, above idle", "B", "<= 8192"),
+    "stream32_alloc_per_block_b": ("32-bit: heap allocated per 4 KiB stream block", "B", ""),
     "verify_ms": ("sig-sha256-ecdsa check (ECDSA P-256 verify)", "ms", ""),
     "verify_cpu_ms": ("sig-sha256-ecdsa check, CPU", "ms", ""),
     "verify_ms_wasm32": ("sig-sha256-ecdsa check, 32-bit WebAssembly", "ms", ""),

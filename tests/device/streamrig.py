@@ -21,6 +21,32 @@ THING = "stream-1"
 BASE = "$aws/things/" + THING + "/streams/"
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _base64(data):
+    """base64 of `data` in one buffer (the 32-bit runtime's binascii is Python and allocates a
+    great deal per call)."""
+    out = bytearray((len(data) + 2) // 3 * 4)
+    a = _ALPHABET
+    j = 0
+    for i in range(0, len(data) - 2, 3):
+        v = data[i] << 16 | data[i + 1] << 8 | data[i + 2]
+        out[j] = a[v >> 18]
+        out[j + 1] = a[v >> 12 & 63]
+        out[j + 2] = a[v >> 6 & 63]
+        out[j + 3] = a[v & 63]
+        j += 4
+    rest = len(data) % 3
+    if rest:
+        v = data[len(data) - rest] << 16 | (data[len(data) - 1] << 8 if rest == 2 else 0)
+        out[j] = a[v >> 18]
+        out[j + 1] = a[v >> 12 & 63]
+        out[j + 2] = a[v >> 6 & 63] if rest == 2 else 61
+        out[j + 3] = 61
+    return bytes(out)
+
+
 class Service:
     def __init__(self, data, stream="fw-stream", file_id=0, version=1):
         self.data = data
@@ -43,8 +69,8 @@ class Service:
         if key not in self._cache:
             chunk = self.data[index * length : index * length + length]
             body = {"c": "x", "f": self.file_id, "l": len(chunk), "i": index}
-            text = json.dumps(body)[:-1] + ',"p":"' + binascii.b2a_base64(chunk).decode().strip() + '"}'
-            self._cache[key] = text.encode()
+            self._cache[key] = (json.dumps(body)[:-1] + ',"p":"').encode() + _base64(chunk) + b'"}'
+
         return self._cache[key]
 
     def answer(self, topic, payload):
