@@ -6,7 +6,7 @@
     t.classify(topic)              # (UPDATE_ACCEPTED, "job-7") or (UNKNOWN, None)
 
 Classification counts levels first, so a job called `get`, `start-next`, `notify` or
-`notify-next` is never mistaken for the fixed topics (aws-jobs-api.md section 1).
+`notify-next` is never mistaken for the fixed topics (docs/protocol.md, "Topics").
 It allocates nothing for a bytes topic except the job id string it returns.
 """
 

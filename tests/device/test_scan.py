@@ -5,7 +5,7 @@ import json
 from jobs.scan import ScanError, Scanner
 from mptest import raises
 
-# real AWS payloads (aws-jobs-api.md sections 3-6)
+# payloads as AWS IoT Jobs sends them: notify-next, start-next accepted, update rejected, nothing pending
 NOTIFY_NEXT = (
     b'{"timestamp":1649756136,"execution":{"jobId":"v315_test","status":"QUEUED",'
     b'"queuedAt":1649756135,"lastUpdatedAt":1649756135,"versionNumber":1,"executionNumber":1,'
