@@ -5,9 +5,11 @@
     t.start_next()                 # b"$aws/things/thing-1/jobs/start-next"
     t.classify(topic)              # (UPDATE_ACCEPTED, "job-7") or (UNKNOWN, None)
 
-Classification counts levels first, so a job called `get`, `start-next`, `notify` or
-`notify-next` is never mistaken for the fixed topics (docs/protocol.md, "Topics").
-It allocates nothing for a bytes topic except the job id string it returns.
+A job id may be any 1-64 of [a-zA-Z0-9_-], so jobs called `get`, `start-next`, `notify` or
+`notify-next` exist: their answers have three levels after the prefix (`get/get/accepted`),
+the fixed ones one or two (`get/accepted`), and classification tells them apart by that.
+The topic is compared in place (bytes, bytearray or the transport's memoryview alike), so
+nothing is allocated except the job id string returned.
 """
 
 from micropython import const
