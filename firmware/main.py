@@ -44,15 +44,6 @@ def _on_root(root, path):
     return store.join(root, path)
 
 
-def _forget(name):
-    """Drop a module only the boot used, so its code does not stay on the heap."""
-    sys.modules.pop(name, None)
-    parent, _, child = name.rpartition(".")
-    package = sys.modules.get(parent)
-    if package is not None and hasattr(package, child):
-        delattr(package, child)
-
-
 def _exists(path):
     try:
         os.stat(path)
@@ -99,6 +90,7 @@ class _Boot:
     def run(self, problem):
         """The boot; `problem` is why config.json did not load (None when it did)."""
         import board
+        import jobs
         from jobs import config
         from jobs.ops import appstore
 
@@ -123,7 +115,7 @@ class _Boot:
                 self.halt("cannot read " + path + " (" + key + " in config.json)")
         if not cfg["app_version"]:
             cfg["app_version"] = appstore.version(hw.root)
-        _forget("jobs.ops.appstore")  # the rest of the boot and the jobs do not need it
+        jobs.unload("jobs.ops.appstore")  # the rest of the boot and the jobs do not need it
         if cfg["watchdog_ms"] and not self.dev:
             self.wdt = hw.watchdog(cfg["watchdog_ms"])
             print("main: watchdog armed,", cfg["watchdog_ms"], "ms")

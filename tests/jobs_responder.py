@@ -7,7 +7,7 @@ by injection), answers with someone else's clientToken or none, raw payloads of 
 topic (test_mqtt), and what devices publish to logi2/device/<thing> (telemetry, not Jobs).
 
 It connects to the test broker as the `jobs-service` identity and answers the reserved
-`$aws/things/<thing>/jobs/...` topics as /work/shared/aws-jobs-api.md describes (start-next,
+`$aws/things/<thing>/jobs/...` topics as AWS IoT Jobs does (docs/protocol.md: start-next,
 $next and <jobId> describe, get, update, notify-next on head change, rejected error codes).
 Tests drive it over a line-oriented TCP control port: one JSON object per line in, one out.
 

@@ -258,6 +258,8 @@ class Engine:
             job.save()
         status, details = self._call(job, op.run)
         self._conclude(job, status, details, started)
+        if not op.idempotent:
+            ops.unload()  # an OTA's or a download's code leaves the heap with its job
 
     def _call(self, job, fn):
         """Run fn(job): (status, details), or (None, None) when the job was canceled."""
@@ -380,6 +382,7 @@ class Engine:
             job.doc = ops.prepare(ex.doc, self.board)[1]
         status, details = self._call(job, resume)
         self._conclude(job, status, details, started)
+        ops.unload()
 
 
 def _read(path):

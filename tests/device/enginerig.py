@@ -19,7 +19,7 @@ THING = "engine-1"
 
 from testops import HOOK, RUNS, Board, Reset  # noqa: E402,F401
 
-# the Unix port's os has no getpid: a random name keeps concurrent runs (other worktrees) apart
+# the Unix port's os has no getpid: a random name keeps concurrent runs (other checkouts) apart
 _JOURNAL = "/tmp/mptest-engine-journal-" + str(random.getrandbits(30)) + ".json"
 
 

@@ -3,8 +3,8 @@
 (the 1,000-cycle memory test) or where a test needs exact control of delivery order.
 
 `FakeLink` has the transport's interface (publish, wait, set_handler, reconnect, close,
-connected, connects). A request published to it is answered by `FakeService` as
-aws-jobs-api.md describes; answers are queued and delivered by `wait()` through the
+connected, connects). A request published to it is answered by `FakeService` as AWS IoT
+Jobs answers it (docs/protocol.md); answers are queued and delivered by `wait()` through the
 handler's `message()` from a preallocated buffer (or `large_*` in chunks when larger).
 """
 

@@ -87,7 +87,7 @@ def cancel_job(job_id, force=False):
 
 
 def settings(**values):
-    """Change stand-in settings (fault injection, §14 choices); the service's next request sees them."""
+    """Change stand-in settings (fault injection, AWS's open choices); the next request sees them."""
     return call("PUT", "/standin/settings", values)
 
 

@@ -212,3 +212,19 @@ def test_custom_handler_example_runs_its_document():
     assert op.run(Job(_board(), doc)) == {"otherInfo": "someValue", "handledBy": "customJob"}
     assert _reason({"operation": "customJob"}) == "otherInfo: required"
     assert _reason({"operation": "customJob", "otherInfo": 5}) == "otherInfo: string expected"
+
+
+def test_unload_drops_the_heavy_operations_and_find_brings_them_back():
+    import sys
+
+    from jobs import ops
+
+    firmware = ops.find("ota.firmware")
+    assert "jobs.ops.firmware" in sys.modules and "jobs.ops.transfer" in sys.modules
+    ops.find("gpio.write")
+    ops.unload()
+    for gone in ("jobs.ops.firmware", "jobs.ops.transfer", "jobs.ops.https"):
+        assert gone not in sys.modules, gone
+    assert "jobs.ops.gpio" in sys.modules  # resident: what most jobs run
+    again = ops.find("ota.firmware")
+    assert again is not None and again is not firmware and again.name == "ota.firmware"

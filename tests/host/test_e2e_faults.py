@@ -1,4 +1,4 @@
-"""End to end: the Jobs service misbehaving as AWS may (aws-jobs-api.md sections 6, 7 and 12):
+"""End to end: the Jobs service misbehaving as AWS may (docs/protocol.md, "Rejected answers"):
 RequestThrottled and InternalError (retried with backoff and a fresh token), duplicate responses
 and notifications (ignored by token, never run twice), VersionMismatch (reconciled), a forced
 cancel of the running job and a step timeout (the handler stops, the pin goes to its safe level,

@@ -1,4 +1,4 @@
-"""The Jobs service answers every device topic as AWS does (reference §1-§7)."""
+"""The Jobs service answers every device topic as AWS does (docs/protocol.md, "The AWS IoT Jobs MQTT API")."""
 
 import itertools
 

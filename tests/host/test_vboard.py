@@ -157,7 +157,7 @@ def test_machine_reset_restarts_and_runs_boot_and_main(board):
 
 
 def test_frozen_module_shadows_a_copy_in_lib(tmp_path):
-    """As on an ESP32: a frozen umqtt wins over /lib/umqtt (micropython-notes §1.1)."""
+    """As on an ESP32: a frozen umqtt wins over /lib/umqtt (docs/esp32.md, "Firmware releases")."""
     deps = ROOT / "build" / "deps"
     if not (deps / "umqtt" / "simple.py").exists():
         pytest.skip("umqtt.simple not fetched: run `make setup`")

@@ -9,7 +9,7 @@
     list-jobs [--status S]              list-things
     sign FILE                           sig-sha256-ecdsa of FILE by the local code-signing profile
     watch                               live table: job, thing, status, statusDetails, elapsed
-    settings [key=value ...]            fast clock, section-14 choices, fault injection
+    settings [key=value ...]            fast clock, AWS's open choices, fault injection
 
 Every command but `up` works on the state folder directly (`--state`, default build/standin);
 notifications it causes are published by the Jobs service of the running `up`.

@@ -47,26 +47,28 @@ CREATE TABLE IF NOT EXISTS connectivity (
     source_ip TEXT, source_port INTEGER, keepalive INTEGER, clean_session INTEGER);
 """
 
-# The ambiguities of the reference's section 14 and the fault-injection knobs, with defaults.
+# What AWS leaves open (docs/protocol.md, "Open choices": the numbers below) and the
+# fault-injection knobs, with defaults.
 DEFAULTS = {
     # fast clock: how many real seconds one "minute" of a timer lasts
     "minute_seconds": 60.0,
-    # §14.1: code for an update of a terminal execution (InvalidStateTransition | TerminalStateReached)
+    # open choice 1: the code for an update of a terminal execution (InvalidStateTransition or
+    # TerminalStateReached)
     "update_terminal_code": "InvalidStateTransition",
-    # §14.2: reject describe of a terminal execution with TerminalStateReached (AWS normally answers)
+    # open choice 2: reject describe of a terminal execution with TerminalStateReached (AWS normally answers)
     "describe_terminal_rejects": False,
-    # §14.3: versionNumber increment on a service-side change (cancel, timeout)
+    # open choice 3: versionNumber increment on a service-side change (cancel, timeout)
     "service_version_bump": 1,
-    # §14.4: may a device set CANCELED by update
+    # open choice 4: may a device set CANCELED by update
     "device_may_cancel": False,
-    # §14.5: statusDetails replace (False) or merge (True); max pairs
+    # open choice 5: statusDetails replace (False) or merge (True); max pairs
     "status_details_merge": False,
     "status_details_max_pairs": 10,
-    # §14.6: zero-length payload: "InvalidJson" or "empty-object" (treated as {})
+    # open choice 6: zero-length payload: "InvalidJson" or "empty-object" (treated as {})
     "empty_payload": "InvalidJson",
-    # §14.7: start-next on an IN_PROGRESS head applies a new stepTimeoutInMinutes
+    # open choice 7: start-next on an IN_PROGRESS head applies a new stepTimeoutInMinutes
     "start_next_rearms_step_timer": False,
-    # §4.1 / §5.1: at most this many executions in get/accepted and notify
+    # at most this many executions in get/accepted and notify (AWS: 10, 15 with scheduling)
     "pending_list_limit": 10,
     # fault injection
     "throttle_every": 0,  # every Nth request is rejected with RequestThrottled (0: off)

@@ -1,4 +1,4 @@
-"""AWS managed job templates (reference §10.3) and `${aws:iot:parameter:...}` substitution."""
+"""AWS managed job templates (AWS-Reboot, AWS-Download-File, ...), `${aws:iot:parameter:...}` filled in."""
 
 import json
 import re

@@ -173,6 +173,25 @@ def find(name):
     return op
 
 
+# what most jobs run, small, and the board's pin table: kept loaded
+_RESIDENT = ("jobs.ops.gpio", "jobs.ops.system", "jobs.ops.pins")
+_ONLY_FOR_OPS = ("jobs.ecdsa", "jobs.afrdoc")  # library modules only operations import
+
+
+def unload():
+    """Drop the operations' code but the resident few (an OTA's, a download's and what only
+    they import) once their job is over, so it does not stay on the heap; `find` imports it
+    again when a job names it."""
+    import jobs
+
+    for path in list(sys.modules):
+        if path in _ONLY_FOR_OPS or (path.startswith("jobs.ops.") and path not in _RESIDENT):
+            for builtin in getattr(sys.modules[path], "OPS", ()):
+                if _registry.get(builtin.name) is builtin:
+                    del _registry[builtin.name]
+            jobs.unload(path)
+
+
 def check_fields(params, obj, board, where="", extra=None):
     """None when the dict `obj` fits `params` (each present unless optional, of its kind and
     within bounds, no key but theirs and `extra`), else the reason; `where` prefixes the names

@@ -59,11 +59,8 @@ class Echo(ops.Op):
     name = "diag.echo"
     idempotent = True
     params = (ops.Param("message", ops.STR, hi=MAX_ECHO, optional=True),)
-    idempotent = True
 
     def run(self, job):
-        from jobs.ops import appstore
-
         board = job.board
         gc.collect()
         details = {
@@ -71,13 +68,12 @@ class Echo(ops.Op):
             "uptime": str(board.uptime()),
             "resetReason": board.reset_reason(),
             "firmware": board.firmware_version(),
-            "app": appstore.version(board.root),
+            "app": job.config.get("app_version") or "none",  # the boot read it (ota.files)
             "board": board.name,
         }
         message = job.doc.get("message")
         if message:
-            # statusDetails values may not hold control characters
-            details["echo"] = "".join(c if c >= " " else " " for c in message)
+            details["echo"] = message  # made valid for AWS with every update (jobs.details)
         return details
 
 
