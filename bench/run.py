@@ -4,7 +4,8 @@
 
 Sections: floor (broker round trip, service processing, minimal paho device), device (ours on
 the MicroPython Unix port), peer (AWS IoT Device SDK v2 for Python), heap, chip (the firmware's
-heap as the chip counts it: 32-bit, and with the bytecode in place), scanner, size, scale.
+heap as the chip counts it: 32-bit, and with the bytecode in place), scanner, size, journal,
+ota (AWS IoT OTA: stream vs HTTPS, stream heap, signature check), scale.
 Each figure is the median over the repeats, with min and max. Results: results.json,
 results.csv and results.png under --out (default bench/results/). Exit status 1 when a section
 failed (the message says which and why); a missed goal is reported, not an error.
@@ -21,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import chip, device, floor, micro, peer, scale
+from bench import chip, device, floor, micro, ota, peer, scale
 from bench.common import (
     ROOT,
     BenchError,
@@ -34,7 +35,7 @@ from bench.common import (
 )
 from bench.service import BenchStandIn
 
-SECTIONS = ("floor", "device", "peer", "heap", "chip", "scanner", "size", "journal", "scale")
+SECTIONS = ("floor", "device", "peer", "heap", "chip", "scanner", "size", "journal", "ota", "scale")
 
 
 class Bench:
@@ -295,6 +296,13 @@ class Bench:
             "KiB",
         )
 
+    # ----- AWS IoT OTA: stream vs HTTPS, the stream's heap, the signature check ----------
+    def ota(self) -> None:
+        for key, samples in ota.measure(min(self.args.repeats, 3)).items():
+            name, unit, goal = ota.FIGURES[key]
+            for value in samples:
+                self.add(f"ota_{key}", value, name, unit, goal)
+
     def chip(self, env) -> None:
         """The firmware's heap as the chip counts it (bench/chip.py, docs/benchmarks.md)."""
         jobs = self.args.chip_jobs
@@ -522,6 +530,8 @@ def main(argv=None) -> int:
             bench.jobs(folder)
         if {"heap", "chip", "scanner", "size", "journal"} & set(args.only):
             bench.micro()
+        if "ota" in args.only:
+            bench.section("ota", bench.ota)
         if "scale" in args.only:
             bench.section("scale", bench.scale, folder)
     info["seconds"] = round(time.monotonic() - began, 1)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import stopped_by
-from tools.simdevice import SimDevice, provision
+from tools.provision import CODESIGN_FILE, codesign_point
+from tools.simdevice import SimDevice, app_image, provision
 from tools.standin import StandIn
 from tools.standin.device import Device
 
@@ -30,6 +31,21 @@ APP_VERSION = "demo-app-2"
 APP_SOURCE = (
     b'"""The demo application: its version is what telemetry reports after ota.files."""\nVERSION = "2"\n'
 )
+FIRMWARE_VERSION = "2.0.0"  # of the image the AWS IoT OTA update installs
+FIRMWARE_KEY = "firmware/demo-fw-2.0.0.bin"
+OTA_UPDATE = {  # CreateOTAUpdate as a user sends it to AWS (boto3), over MQTT, locally signed
+    "targets": [],  # filled with the thing's ARN
+    "protocols": ["MQTT"],
+    "roleArn": "arn:aws:iam::123456789012:role/demo-ota",
+    "files": [
+        {
+            "fileName": "demo-fw.bin",
+            "fileType": 0,
+            "fileLocation": {"s3Location": {"bucket": "demo-bucket", "key": FIRMWARE_KEY}},
+            "codeSigning": {"startSigningJobParameter": {"signingProfileName": "standin-local"}},
+        }
+    ],
+}
 
 
 @dataclass
@@ -39,6 +55,7 @@ class DemoJob:
     expect: str
     document: dict | None
     options: dict
+    ota_update: dict | None = None  # created with CreateOTAUpdate (the job is AFR_OTA-<id>)
 
 
 def demo_jobs() -> list[DemoJob]:
@@ -78,6 +95,14 @@ def demo_jobs() -> list[DemoJob]:
             "SUCCEEDED",
             {"operation": "customJob", "otherInfo": "someValue"},
             {},
+        ),
+        DemoJob(
+            "AFR_OTA-demo-fw",
+            "CreateOTAUpdate: firmware over MQTT",
+            "SUCCEEDED",
+            None,
+            {},
+            ota_update=OTA_UPDATE,
         ),
         DemoJob("unknown-op", "unknown operation", "REJECTED", {"operation": "selfDestruct"}, {}),
         DemoJob(
@@ -132,14 +157,14 @@ def details_text(execution: dict) -> str:
 
 
 def render(jobs: list[DemoJob], rows: dict, started: float, telemetry: dict) -> str:
-    lines = [f"{'job':<12} {'what':<36} {'status':<11} {'elapsed':>7}  statusDetails", "-" * 110]
+    lines = [f"{'job':<16} {'what':<36} {'status':<11} {'elapsed':>7}  statusDetails", "-" * 114]
     for job in jobs:
         execution = rows.get(job.job_id, {})
         status = execution.get("status", "-")
         finished = execution.get("lastUpdatedAt") if status in TERMINAL else None
         elapsed = (finished or time.time()) - started
         lines.append(
-            f"{job.job_id:<12} {job.what:<36} {status:<11} {elapsed:>6.1f}s  {details_text(execution)[:60]}"
+            f"{job.job_id:<16} {job.what:<36} {status:<11} {elapsed:>6.1f}s  {details_text(execution)[:60]}"
         )
     if telemetry:
         lines.append("")
@@ -162,7 +187,16 @@ def start_stack(state: Path, interval_s: int) -> tuple[StandIn, SimDevice]:
         "port": aws.port,
         "telemetry_interval_s": interval_s,
     }
+    # the code-signing key the AWS IoT OTA update is checked with: the local profile's, as
+    # `make provision CODESIGN_CERT=...` writes it
+    config["codesign_key"] = CODESIGN_FILE
     provision(device_root, config, aws.ca.cert_der, identity.cert_der, identity.key_der)
+    point, problem = codesign_point(aws.engine.signer().cert_pem)
+    if problem:
+        raise RuntimeError(problem)
+    (device_root / CODESIGN_FILE).write_bytes(point)
+    (aws.files / FIRMWARE_KEY).parent.mkdir(parents=True, exist_ok=True)
+    (aws.files / FIRMWARE_KEY).write_bytes(app_image(200 * 1024, FIRMWARE_VERSION))
     # the user's custom operations: the documented example, as a user would install it
     shutil.copyfile(ROOT / "lib" / "jobs" / "ops" / "custom_example.py", device_root / "handlers.py")
     (aws.files / "app").mkdir(parents=True, exist_ok=True)
@@ -176,7 +210,10 @@ def run_demo(aws: StandIn, device: SimDevice, timeout: float, live: bool) -> int
     started = time.time()
     try:
         for job in jobs:
-            aws.create_job(job.job_id, job.document, [THING], **job.options)
+            if job.ota_update is not None:
+                create_ota_update(aws, job)
+            else:
+                aws.create_job(job.job_id, job.document, [THING], **job.options)
         rows: dict = {}
         shown = {}
         while True:
@@ -208,13 +245,30 @@ def run_demo(aws: StandIn, device: SimDevice, timeout: float, live: bool) -> int
     return summarize(jobs, rows, telemetry.latest, time.time() - started)
 
 
+def create_ota_update(aws: StandIn, job: DemoJob) -> None:
+    """CreateOTAUpdate with boto3 against the stand-in's control plane, as against AWS IoT."""
+    import boto3
+
+    iot = boto3.client(
+        "iot",
+        endpoint_url=aws.control_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    request = dict(job.ota_update or {}, targets=[aws.arn("thing", THING)])
+    made = iot.create_ota_update(otaUpdateId=job.job_id.removeprefix("AFR_OTA-"), **request)
+    if made["awsIotJobId"] != job.job_id:
+        raise RuntimeError(f"CreateOTAUpdate made job {made['awsIotJobId']}, not {job.job_id}")
+
+
 def summarize(jobs: list[DemoJob], rows: dict, telemetry: dict, seconds: float) -> int:
     wrong = [j for j in jobs if rows.get(j.job_id, {}).get("status") != j.expect]
     print()
     for job in jobs:
         status = rows.get(job.job_id, {}).get("status", "(none)")
         mark = "ok " if status == job.expect else "BAD"
-        print(f"  {mark} {job.job_id:<12} {status:<10} (expected {job.expect})")
+        print(f"  {mark} {job.job_id:<16} {status:<10} (expected {job.expect})")
     app = telemetry.get("app")
     if app == APP_VERSION:
         print(f"  ok  telemetry reports application version {app} after the ota.files update")

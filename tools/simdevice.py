@@ -69,6 +69,17 @@ def preflight(heapsize: str | None) -> str:
     return f"MicroPython refused to start{given}: {said[0] if said else f'exit {result.returncode}'}"
 
 
+def app_image(size: int, version: str, seed: int = 7) -> bytes:
+    """An ESP32 app image as far as the firmware reads one: the image magic 0xE9 first (what the
+    unix board's set_boot() checks) and an esp_app_desc_t at byte 32 (its magic word, the
+    version at byte 48), the rest filler."""
+    data = bytearray((i * 31 + seed + (i >> 12)) & 0xFF for i in range(size))
+    data[0] = 0xE9
+    data[32:36] = (0xABCD5432).to_bytes(4, "little")
+    data[48:80] = version.encode().ljust(32, b"\0")
+    return bytes(data)
+
+
 def deployed_micropypath(root: Path) -> str:
     """The path of a deployed tree: frozen stand-ins first (as on an ESP32), then root/lib."""
     parts = [ROOT / "build" / "deps", Path(root).resolve() / "lib"]

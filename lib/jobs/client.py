@@ -15,7 +15,12 @@ jobs.details, so it is valid AWS input whatever a job's document held.
 The client is the transport's message handler. Incoming messages are scanned in the
 transport's buffer (jobs.scan); notify-next is recorded in `head` / `head_changed`; the job
 document of an awaited start-next or describe answer is decoded at once (only when within
-`max_document`), because the buffer is reused for the next message.
+`max_document`), because the buffer is reused for the next message. An AWS IoT OTA document
+(`{"afr_ota": ...}`) is read by jobs.afrdoc into its few known fields, never into a tree.
+
+`on_stream`, while set (by jobs.ops.stream during a download), is offered every message first:
+`on_stream(topic, payload)` returns True for a message of the stream (payload None: larger than
+the buffer), which is then not scanned.
 """
 
 import json
@@ -97,6 +102,32 @@ def _what(name, job):
     return name if job is None else name + " " + job
 
 
+def _afr_first(view):
+    """True when the JSON object in `view` starts with the key "afr_ota" (as CreateOTAUpdate
+    writes its documents), so no tree of it is ever built."""
+    i = _blank(view, 0)
+    if i >= len(view) or view[i] != 123:
+        return False
+    return bytes_at(view, _blank(view, i + 1), b'"afr_ota"')
+
+
+def bytes_at(view, i, text):
+    """True when view[i:] starts with the bytes `text` (a memoryview is not compared to bytes on
+    every port)."""
+    if len(view) - i < len(text):
+        return False
+    for k in range(len(text)):
+        if view[i + k] != text[k]:
+            return False
+    return True
+
+
+def _blank(view, i):
+    while i < len(view) and view[i] in b" \t\r\n":
+        i += 1
+    return i
+
+
 def _pending(payload):
     """[(job_id, execution_number)] of a GetPending answer (at most 10 + 10 summaries, so it
     is decoded whole; asked only on the rare path past an execution given up on)."""
@@ -141,6 +172,7 @@ class Client:
         self._large_kind = 0
         self._large_job = None
         self._large_error = None
+        self.on_stream = None  # handler(topic, payload) -> bool of a stream download in progress
 
     @property
     def ignored(self):
@@ -150,6 +182,8 @@ class Client:
     # -- the transport's handler ------------------------------------------------------------
 
     def message(self, topic, payload):
+        if self.on_stream is not None and self.on_stream(topic, payload):
+            return
         kind, job = self.topics.classify(topic)
         if kind == T.UNKNOWN or kind == T.NOTIFY:
             return
@@ -165,6 +199,9 @@ class Client:
         self._dispatch(kind, job, f, payload)
 
     def large_begin(self, topic, size):
+        if self.on_stream is not None and self.on_stream(topic, None):
+            self._large_kind = T.UNKNOWN
+            return
         kind, job = self.topics.classify(topic)
         if kind == T.NOTIFY_NEXT and not self.want_heads:
             self.head = SOMETHING
@@ -266,7 +303,21 @@ class Client:
             ex.doc_error = "document too large (" + str(end - start) + " > " + str(limit) + ")"
             return
         try:
-            ex.doc = json.loads(payload[start:end])  # a memoryview: no copy (any buffer since v1.23)
+            view = payload[start:end]  # a memoryview: no copy (json.loads takes any buffer since v1.23)
+            afr = _afr_first(view)
+            if not afr:
+                doc = json.loads(view)
+                afr = isinstance(doc, dict) and "afr_ota" in doc
+            if afr:  # an AWS IoT OTA document: its few fields, never a tree
+                doc = None
+                from jobs import afrdoc
+
+                try:
+                    doc = afrdoc.parse(view)
+                except afrdoc.Invalid as error:
+                    ex.doc_error = error.args[0]
+                    return
+            ex.doc = doc
         except MemoryError:
             ex.doc_error = "document too large for free memory (" + str(end - start) + " bytes)"
         except ValueError:

@@ -62,6 +62,8 @@ SCHEMA = (
     ("https_ca", _STR, _OPTIONAL, 1, 128, False),
     ("https_timeout_ms", _INT, _OPTIONAL, 500, 120000, True),
     ("https_close_mqtt", _BOOL, _OPTIONAL, 0, 1, True),
+    ("ota_block_size", _INT, _OPTIONAL, 256, 131072, True),
+    ("ota_allow_downgrade", _BOOL, False, 0, 1, False),
     ("ntp_host", _STR, _OPTIONAL, 1, 253, False),
     ("board_state_dir", _STR, _OPTIONAL, 1, 128, False),
     ("board_ota", _BOOL, _OPTIONAL, 0, 1, False),
@@ -104,6 +106,24 @@ def _check(entry, value):
     return None
 
 
+def stream_message_size(block):
+    """Bytes of the largest MQTT stream data message for blocks of `block` bytes: the base64
+    payload and room for the other fields."""
+    return (block + 2) // 3 * 4 + 192
+
+
+def ota_block_size(cfg):
+    """The stream block size: config ota_block_size, else 4096 or the largest power of two
+    whose data messages fit buffer_size."""
+    block = cfg.get("ota_block_size")
+    if block:
+        return block
+    block = 4096
+    while block > 256 and stream_message_size(block) > (cfg.get("buffer_size") or 8192):
+        block >>= 1
+    return block
+
+
 def watchdog_floor(cfg):
     """The smallest watchdog_ms (other than 0, off) `cfg`'s timeouts allow: the longest wait
     between two feeds (the rule above) plus slack."""
@@ -116,6 +136,11 @@ def watchdog_floor(cfg):
 def _cross_check(cfg):
     if cfg["max_document"] > cfg["buffer_size"]:
         return "max_document", "must not exceed buffer_size (" + str(cfg["buffer_size"]) + ")"
+    block = ota_block_size(cfg)
+    if block & (block - 1):
+        return "ota_block_size", "must be a power of two (256, 512, ... 131072)"
+    if stream_message_size(block) > cfg["buffer_size"]:
+        return "ota_block_size", "its data messages (" + str(stream_message_size(block)) + " bytes) must fit buffer_size (" + str(cfg["buffer_size"]) + ")"
     if cfg["reconnect_max_ms"] < cfg["reconnect_min_ms"]:
         return "reconnect_max_ms", "must not be below reconnect_min_ms"
     floor = watchdog_floor(cfg)

@@ -6,6 +6,7 @@
     job.checkpoint(phase, data)               # journaled, to resume after a reset
     job.reboot(details)                       # journal, IN_PROGRESS accepted, reset
     job.release_link()                        # one TLS session at a time (HTTPS download)
+    link, client = job.mqtt()                 # the link, connected, for an op that talks over it
 
 `send(status, details)` is how every update of this execution goes out (progress, reboot,
 final): a VersionMismatch is reconciled once (describe, adopt the service's version, send
@@ -108,6 +109,15 @@ class Job:
         """Close the MQTT connection now (one TLS session at a time, e.g. before an HTTPS
         download); progress(must=True) and the engine reconnect when needed."""
         self._engine.link.disconnect()
+
+    def mqtt(self):
+        """(link, client) for an operation that talks over the MQTT connection itself (the
+        stream download of afr_ota): the link connected, after a reconnect with backoff when it
+        was lost or released (the Jobs topics subscribed again), and the Jobs client."""
+        eng = self._engine
+        if not eng.link.connected:
+            eng.connect()
+        return eng.link, eng.client
 
     # -- for the engine -------------------------------------------------------------------
 

@@ -88,7 +88,10 @@ def test_a_dropped_connection_resumes_with_range():
     assert seen[0]["sent"] == 150000 and seen[1]["start"] == 147456  # the last whole block
     assert seen[0]["sent"] + seen[1]["sent"] < SIZE + 4096
     retry = [u[1] for u in job.updates if "retry" in u[1]]
-    assert retry == [{"step": "downloading", "received": "147456", "size": str(SIZE), "retry": "1"}]
+    percent = str(147456 * 100 // SIZE)
+    assert retry == [
+        {"step": "downloading", "received": "147456", "size": str(SIZE), "percent": percent, "retry": "1"}
+    ]
     assert boot_again(b).firmware_version() == "2.0.0"
 
 

@@ -10,10 +10,15 @@ process boots again; kill() = power cut).
     dev.job("job-1", {"operation": "gpio.write", "pin": "LED", "value": 1})
     dev.result("job-1")                     # the execution once terminal
     dev.pins_log()                          # ["LED 4 0 1"]: what really moved
+    dev = ota_device(rig, "e2e-ota-1")      # with the stand-in's code-signing key (afr_ota)
+    job = create_update(rig, "u1", dev.name, [ota_file(put_file(rig, "fw/x.bin", image))])
 """
 
 import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +27,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from tools.broker import SERVICE_IDENTITY
+from tools.provision import CODESIGN_FILE, codesign_point
 from tools.simdevice import SimDevice, provision
 from tools.standin import StandIn
 
@@ -42,6 +48,9 @@ FAST = {
     "progress_interval_ms": 200,
     "https_timeout_ms": 2000,
 }
+
+
+ROLE = "arn:aws:iam::123456789012:role/ota"
 
 
 def wait_until(condition, timeout: float = 15.0, what: str = "condition", interval: float = 0.01):
@@ -412,3 +421,64 @@ class Probe(Sniffer):
             return None
         answer = json.loads(got[0])
         return answer.get("code") or "accepted"
+
+
+# -- AWS IoT OTA updates (CreateOTAUpdate) ------------------------------------------------
+
+
+def ota_device(rig: Rig, name: str, codesign_cert: Path | None = None, **config):
+    """A device provisioned with a code-signing certificate's key (default: the stand-in's local
+    signing profile), powered on."""
+    dev = rig.provision(name, codesign_key=CODESIGN_FILE, **config)
+    point, problem = codesign_point(codesign_cert or rig.aws.engine.signer().cert_pem)
+    assert problem is None, problem
+    (dev.root / CODESIGN_FILE).write_bytes(point)
+    dev.start()
+    dev.wait_log("engine: connected")
+    return dev
+
+
+def put_file(rig: Rig, key: str, data: bytes) -> dict:
+    path = rig.aws.files / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"bucket": "e2e-bucket", "key": key}
+
+
+def ota_file(location: dict, file_type: int = 0, name: str = "firmware.bin", signing=None) -> dict:
+    return {
+        "fileName": name,
+        "fileType": file_type,
+        "fileLocation": {"s3Location": location},
+        "codeSigning": signing or {"startSigningJobParameter": {"signingProfileName": "standin-local"}},
+    }
+
+
+def create_update(rig: Rig, ota_id: str, thing: str, files: list, protocols=("MQTT",)) -> str:
+    """CreateOTAUpdate through the control plane's engine (what boto3 reaches); the job id."""
+    body = {
+        "targets": [rig.aws.arn("thing", thing)],
+        "files": files,
+        "roleArn": ROLE,
+        "protocols": list(protocols),
+    }
+    answer = rig.aws.engine.create_ota_update(ota_id, body)
+    info = rig.aws.engine.get_ota_update(ota_id)["otaUpdateInfo"]
+    assert info["otaUpdateStatus"] == "CREATE_COMPLETE", info
+    return answer["awsIotJobId"]
+
+
+def aws_cli(aws: StandIn, *args) -> dict:
+    """`aws iot <args>` (aws-cli) against the stand-in's control plane; its JSON answer."""
+    env = dict(
+        os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1"
+    )
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "aws"), "--endpoint-url", aws.control_url, "iot", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if out.stdout.strip() else {}

@@ -22,6 +22,13 @@ EXPECTED = {
     "chip": ["chip_boot_kib", "chip_boot_rom64_kib", "chip_steady_drift_b", "chip_peak_above_boot_kib"],
     "scanner": ["scan_mbs_1024", "loads_mbs_1024", "scan_alloc_1024", "loads_alloc_1024"],
     "size": ["mpy_kib"],
+    "ota": [
+        "ota_stream_kib_s",
+        "ota_https_kib_s",
+        "ota_stream_heap_live_b",
+        "ota_stream32_held_b",
+        "ota_verify_ms",
+    ],
     "scale": ["scale_devices", "scale_top_p99"],
 }
 

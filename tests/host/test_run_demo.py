@@ -24,7 +24,7 @@ def test_every_demo_job_reaches_its_expected_state(tmp_path, capsys):
     state = tmp_path / "run"
     assert run.main(["--state", str(state), "--timeout", "90"]) == 0
     out = capsys.readouterr().out
-    assert "all 8 demonstration jobs reached their expected state" in out
+    assert "all 9 demonstration jobs reached their expected state" in out
     for job in run.demo_jobs():
         assert f"ok  {job.job_id}" in out
     assert "application version demo-app-2 after the ota.files update" in out

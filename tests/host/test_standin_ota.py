@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.host.e2e import aws_cli as _aws_cli
 from tools.standin import StandIn, signing
 from tools.standin import files as standin_files
 from tools.standin.streams import StreamApi
@@ -189,21 +190,6 @@ def test_stream_control_plane_shapes_and_errors(aws, iot):
             call()
         assert _code(err) == "ResourceNotFoundException"
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
-
-
-def _aws_cli(aws, *args) -> dict:
-    env = dict(
-        os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION="us-east-1"
-    )
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "aws"), "--endpoint-url", aws.control_url, "iot", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout) if out.stdout.strip() else {}
 
 
 def _sign_der(data: bytes) -> tuple:

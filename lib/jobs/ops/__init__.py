@@ -140,6 +140,7 @@ _BUILTIN = {
     "ota.firmware": "firmware",
     "ota.files": "files",
     "file.download": "download",
+    "afr_ota": "afr",
 }
 
 

@@ -7,8 +7,12 @@ reads the slot back to verify; set_boot(); job.reboot(). On the new image resume
 self-test (the engine is connected and job.progress(must=True) was accepted), marks it valid and reports
 SUCCEEDED with the version. A reset before mark-valid boots the old image, whose resume()
 reports FAILED "rolled back". Any failure before set_boot leaves the running firmware untouched.
+
+The steps are functions afr_ota (jobs.ops.afr) shares: slot_problem(), https_into(), verify(),
+install() and self_test().
 """
 
+import binascii
 import hashlib
 
 from micropython import const
@@ -25,8 +29,10 @@ BOOT = "ota.boot"
 class _SlotWriter(transfer.Tracker):
     """download() sink: whole blocks into the partition, SHA-256, journal and progress."""
 
-    def __init__(self, job, slot, buf, hasher, offset):
-        super().__init__(job, DOWNLOAD, {"slot": _label(slot), "offset": offset}, offset, job.doc["size"])
+    def __init__(self, job, slot, buf, hasher, offset, size, phase, data, details):
+        data["slot"] = label(slot)
+        data["offset"] = offset
+        super().__init__(job, phase, data, offset, size, details=details)
         self.slot = slot
         self.buf = buf
         self.hasher = hasher
@@ -41,11 +47,11 @@ class _SlotWriter(transfer.Tracker):
         self.advanced(pos + n)
 
 
-def _label(slot):
+def label(slot):
     return slot.info()[4]
 
 
-def _hash_slot(slot, size, buf, hasher):
+def hash_slot(slot, size, buf, hasher):
     """Feed bytes [0, size) of the slot to hasher, one block at a time."""
     mv = memoryview(buf)
     pos = 0
@@ -57,7 +63,7 @@ def _hash_slot(slot, size, buf, hasher):
     return hasher
 
 
-def _spoil(slot, buf):
+def spoil(slot, buf):
     """Overwrite the first block so a failed image can never pass set_boot()."""
     for i in range(_BLOCK):
         buf[i] = 0xFF
@@ -65,6 +71,72 @@ def _spoil(slot, buf):
         slot.writeblocks(0, buf)
     except OSError:
         pass
+
+
+def slot_problem(board, size):
+    """Why an image of `size` bytes can never be installed here (REJECTED), or None: the
+    partition table is fixed for this device, so no retry of the document can fit."""
+    slot = board.ota()
+    if slot is None:
+        return "no OTA partition on this device (flash an OTA build, e.g. ESP32_GENERIC-OTA)"
+    capacity = slot.ioctl(4, 0) * slot.ioctl(5, 0)
+    if size > capacity:
+        return "image of " + str(size) + " bytes exceeds the OTA partition (" + str(capacity) + ")"
+    return None
+
+
+def https_into(job, slot, url, size, offset, buf, phase, data, details=None):
+    """Bytes [offset, size) of `url` into the slot over HTTPS (the bytes before `offset`, already
+    there, are hashed from the slot first); journals `phase` with data + {"slot", "offset"}
+    every 64 KiB. The hasher of the whole image."""
+    hasher = hashlib.sha256()
+    if offset:
+        hash_slot(slot, offset, buf, hasher)
+    with transfer.Session(job) as session:
+        writer = _SlotWriter(job, slot, buf, hasher, offset, size, phase, data, details)
+        if not job.progress(writer.details(offset)):
+            raise ops.Canceled()
+        session.download(url, size, writer, offset, buf, writer.retrying)
+    return hasher
+
+
+def verify(slot, size, digest, buf):
+    """Read the slot back: its SHA-256 must be `digest`; else the image is spoiled, ops.Failed."""
+    if hash_slot(slot, size, buf, hashlib.sha256()).digest() != digest:
+        spoil(slot, buf)
+        raise ops.Failed("verify failed: the partition reads back different bytes")
+
+
+def install(job, slot, version, details):
+    """Journal BOOT, record the version, set_boot() and reboot with `details` (never returns)."""
+    board = job.board
+    name = label(slot)
+    job.checkpoint(BOOT, {"slot": name, "version": version, "previous": board.firmware_version()})
+    board.record_version(name, version)
+    try:
+        slot.set_boot()
+    except OSError as error:
+        raise ops.Failed("image not bootable (set_boot: " + https.errno_text(error) + ")")
+    job.reboot(details)
+    raise ops.Failed("reset did not happen")
+
+
+def self_test(job, details):
+    """After the reboot of install(): ops.Failed("rolled back") when the old image runs, else the
+    self-test (update `details` accepted, or a reset into the old image) and mark-valid;
+    (version, previous)."""
+    board = job.board
+    data = job.data or {}
+    version = data.get("version")
+    if board.running_slot() != data.get("slot") or board.firmware_version() != version:
+        raise ops.Failed("rolled back")
+    if board.boot_state() == "PENDING_VERIFY":
+        # the engine is connected and the service accepted an update from this image; anything
+        # else (rejected, no answer, canceled) resets into the old image
+        if not job.progress(details, must=True):
+            board.reset("ota self-test: update not accepted")
+        board.mark_valid()
+    return version, str(data.get("previous"))
 
 
 class Firmware(ops.Op):
@@ -77,14 +149,7 @@ class Firmware(ops.Op):
     )
 
     def check(self, doc, board):
-        # the partition table is fixed for this device: no retry of this document can fit
-        slot = board.ota()
-        if slot is None:
-            return "no OTA partition on this device (flash an OTA build, e.g. ESP32_GENERIC-OTA)"
-        capacity = slot.ioctl(4, 0) * slot.ioctl(5, 0)
-        if doc["size"] > capacity:
-            return "image of " + str(doc["size"]) + " bytes exceeds the OTA partition (" + str(capacity) + ")"
-        return None
+        return slot_problem(board, doc["size"])
 
     def run(self, job):
         board = job.board
@@ -92,38 +157,20 @@ class Firmware(ops.Op):
         if version == board.firmware_version():
             raise ops.Failed("version " + version + " already running")
         slot = board.ota()
-        job.checkpoint(DOWNLOAD, {"slot": _label(slot), "offset": 0})
+        job.checkpoint(DOWNLOAD, {"slot": label(slot), "offset": 0})
         return self._fetch(job, slot, 0)
 
     def _fetch(self, job, slot, offset):
         doc = job.doc
-        size = doc["size"]
         buf = bytearray(_BLOCK)
-        hasher = hashlib.sha256()
-        if offset:
-            _hash_slot(slot, offset, buf, hasher)
-        with transfer.Session(job) as session:
-            if not job.progress({"step": "downloading", "received": str(offset), "size": str(size)}):
-                raise ops.Canceled()
-            writer = _SlotWriter(job, slot, buf, hasher, offset)
-            session.download(doc["url"], size, writer, offset, buf, writer.retrying)
-        got = transfer.hexdigest(hasher)
+        hasher = https_into(job, slot, doc["url"], doc["size"], offset, buf, DOWNLOAD, {})
+        digest = hasher.digest()
+        got = binascii.hexlify(digest).decode()
         if got != doc["sha256"].lower():
-            _spoil(slot, buf)
+            spoil(slot, buf)
             raise ops.Failed("sha256 mismatch: image is " + got)
-        if transfer.hexdigest(_hash_slot(slot, size, buf, hashlib.sha256())) != got:
-            _spoil(slot, buf)
-            raise ops.Failed("verify failed: the partition reads back different bytes")
-        label = _label(slot)
-        previous = job.board.firmware_version()
-        job.checkpoint(BOOT, {"slot": label, "version": doc["version"], "previous": previous})
-        job.board.record_version(label, doc["version"])
-        try:
-            slot.set_boot()
-        except OSError as error:
-            raise ops.Failed("image not bootable (set_boot: " + https.errno_text(error) + ")")
-        job.reboot({"step": "rebooting", "version": doc["version"]})
-        raise ops.Failed("reset did not happen")
+        verify(slot, doc["size"], digest, buf)
+        install(job, slot, doc["version"], {"step": "rebooting", "version": doc["version"]})
 
     def resume(self, job):
         board = job.board
@@ -132,19 +179,11 @@ class Firmware(ops.Op):
             return self.run(job)  # reset before our first checkpoint: nothing was written yet
         if job.phase == DOWNLOAD:
             slot = board.ota()
-            if slot is None or _label(slot) != data.get("slot"):
+            if slot is None or label(slot) != data.get("slot"):
                 raise ops.Failed("OTA partition changed during the download")
             return self._fetch(job, slot, data.get("offset", 0))
-        version = data.get("version")
-        if board.running_slot() != data.get("slot") or board.firmware_version() != version:
-            raise ops.Failed("rolled back")
-        if board.boot_state() == "PENDING_VERIFY":
-            # self-test: the engine is connected and the service accepted an update from this
-            # image; anything else (rejected, no answer, canceled) resets into the old image
-            if not job.progress({"step": "self-test", "version": version}, must=True):
-                board.reset("ota self-test: update not accepted")
-            board.mark_valid()
-        return {"version": version, "previous": str(data.get("previous"))}
+        version, previous = self_test(job, {"step": "self-test", "version": data.get("version")})
+        return {"version": version, "previous": previous}
 
 
 OPS = (Firmware(),)

@@ -4,6 +4,7 @@
 problem = staging.check_path(path, protected)   # the path rule (REJECTED), None when it holds
 staging.ensure_space(folder, sizes)              # ops.Failed with the numbers when it does not fit
 part = staging.fetch_file(session, target, url, sha, size, buf, phase)  # <target>.part, checked
+staging.hash_file(path, buf) -> (hasher, bytes) or None
 staging.sha_of(path, buf); staging.makedirs_for(path)
 """
 
@@ -54,9 +55,10 @@ def _resume_point(job, phase, part, size, buf):
     return 0, hashlib.sha256()
 
 
-def fetch_file(session, target, url, sha, size, buf, phase=None):
+def fetch_file(session, target, url, sha, size, buf, phase=None, details=None):
     """Download url to `target`.part and check its size and SHA-256; returns the .part path
-    (the caller renames it).
+    (the caller renames it). `sha`: the hex SHA-256 it must have, or a function given the
+    digest (bytes) that raises ops.Failed (a code-signature check); `details`: Tracker's.
 
     With `phase`, the offset is journaled (job.checkpoint) every 64 KiB and progress reported;
     a job reset in that phase continues its .part from the journaled offset with Range.
@@ -68,7 +70,7 @@ def fetch_file(session, target, url, sha, size, buf, phase=None):
     out = open(part, "r+b" if offset else "wb")
     if offset:
         out.seek(offset)  # bytes past the journaled offset are overwritten
-    tracker = transfer.Tracker(job, phase, {"offset": offset}, offset, size, out.flush) if phase else None
+    tracker = transfer.Tracker(job, phase, {"offset": offset}, offset, size, out.flush, details) if phase else None
     count = [offset]
 
     def write(pos, mv):
@@ -85,9 +87,12 @@ def fetch_file(session, target, url, sha, size, buf, phase=None):
             out.close()
         if count[0] != size:
             raise ops.Failed("size mismatch: got " + str(count[0]) + " bytes, expected " + str(size))
-        got = transfer.hexdigest(hasher)
-        if got != sha.lower():
-            raise ops.Failed("sha256 mismatch for " + url.split("?")[0][-64:] + ": got " + got)
+        if not isinstance(sha, str):
+            sha(hasher.digest())
+        else:
+            got = transfer.hexdigest(hasher)
+            if got != sha.lower():
+                raise ops.Failed("sha256 mismatch for " + url.split("?")[0][-64:] + ": got " + got)
     except Exception:  # a reset (SystemExit on unix, power loss) keeps the .part to resume
         store.remove(part)
         raise

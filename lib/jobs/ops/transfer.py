@@ -98,9 +98,10 @@ def hexdigest(hasher):
 class Tracker:
     """Download bookkeeping: call advanced(end) after each block is stored; it journals `phase`
     with data["offset"] every 64 KiB (after flush(), so the journal never runs ahead of what is
-    stored) and reports progress every 2 s."""
+    stored) and reports progress every 2 s: `details(end)` (default: step, received, size,
+    percent)."""
 
-    def __init__(self, job, phase, data, offset, size, flush=None):
+    def __init__(self, job, phase, data, offset, size, flush=None, details=None):
         self.job = job
         self.phase = phase
         self.size = size
@@ -108,6 +109,13 @@ class Tracker:
         self.flush = flush
         self.saved = offset
         self.reported = time.ticks_ms()
+        if details is not None:
+            self.details = details
+
+    def details(self, end):
+        details = {"step": "downloading", "received": str(end), "size": str(self.size)}
+        details["percent"] = str(end * 100 // self.size) if self.size else "100"
+        return details
 
     def advanced(self, end):
         job = self.job
@@ -119,14 +127,12 @@ class Tracker:
             job.checkpoint(self.phase, self.data)
         if time.ticks_diff(time.ticks_ms(), self.reported) >= _PROGRESS_MS:
             self.reported = time.ticks_ms()
-            details = {"step": "downloading", "received": str(end), "size": str(self.size)}
-            details["percent"] = str(end * 100 // self.size) if self.size else "100"
-            if not job.progress(details):
+            if not job.progress(self.details(end)):
                 raise ops.Canceled()
 
     def retrying(self, pos, failures):
         """Before a reconnection: report (this also feeds the engine's watchdog)."""
-        details = {"step": "downloading", "received": str(pos), "size": str(self.size)}
+        details = self.details(pos)
         details["retry"] = str(failures)
         if not self.job.progress(details):
             raise ops.Canceled()
