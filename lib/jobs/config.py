@@ -194,11 +194,6 @@ def load(path):
         raise ConfigError(path + ": " + str(error))
 
 
-def remote_keys():
-    """Keys a `config.set` job may change."""
-    return tuple(e[0] for e in SCHEMA if e[5])
-
-
 def check_remote(values):
     """None when every key of `values` is known, remotely settable and within its bounds, else
     the reason (what `config.set` checks before it runs)."""

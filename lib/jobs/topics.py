@@ -103,12 +103,6 @@ class Topics:
             raise ValueError("bad job id: %r" % (job_id,))
         return self.prefix + _as_bytes(job_id) + b"/update"
 
-    def notify(self):
-        return self.prefix + b"notify"
-
-    def notify_next(self):
-        return self.prefix + b"notify-next"
-
     def subscriptions(self):
         """The topic filters the device subscribes to (QoS 1).
 

@@ -83,7 +83,8 @@ def test_apply_remote_refuses_and_changes_nothing():
             config.apply_remote(cfg, values, PATH)
         assert words in str(caught.value), (words, caught.value)
     assert cfg == config.load(PATH)
-    assert "endpoint" not in config.remote_keys() and "telemetry_interval_s" in config.remote_keys()
+    assert config.check_remote({"endpoint": "x"}) == "endpoint: not remotely settable"
+    assert config.check_remote({"telemetry_interval_s": 5}) is None
 
 
 def test_the_watchdog_is_on_by_default_and_outlasts_every_wait_between_feeds():
