@@ -76,8 +76,7 @@ class Job:
         c = eng.client
         if c.head_changed:
             c.head_changed = False
-            if c.head != (self.id, self.execution_number):
-                # notify-next shows another head (or none): this execution is over
+            if c.head != (self.id, self.execution_number) and self._over():
                 self.canceled = True
                 return False
         last = self._last_progress
@@ -85,6 +84,20 @@ class Job:
             return True
         self._progress(details)
         return not self.canceled
+
+    def _over(self):
+        """notify-next shows another head (or none): canceled, or a notification that MQTT
+        delivered late (AWS keeps no order), older than this claim? The service is asked."""
+        eng = self._engine
+        try:
+            a = eng.client.describe(self.id, self.execution_number, include_document=False)
+        except OSError as e:
+            eng.log("engine: link lost during job", self.id, "(" + str(e) + ")")
+            eng.link.close()
+            return False  # the next report (or the final update) tells
+        if a.result == C.ACCEPTED:
+            return a.execution is None or a.execution.status in TERMINAL
+        return a.kind == C.GONE or a.kind == C.MISSING
 
     def checkpoint(self, phase, data=None):
         """Journal `phase` (and `data`) atomically, to resume from after a reset."""

@@ -507,3 +507,24 @@ def test_a_notify_next_that_overtakes_an_empty_start_next_answer_is_not_lost():
     rig.engine.want_next = True
     rig.until(lambda: rig.service.status("late") == "SUCCEEDED")
     assert rig.engine.jobs_ok == 1
+
+
+def test_a_late_notify_next_naming_no_head_does_not_cancel_the_running_job():
+    # MQTT across AWS keeps no order: the "nothing pending" notify-next of the job before may
+    # arrive while this one runs; the service, asked, says it is running: it goes on
+    rig = Rig()
+    rig.create("first", {"operation": "test.idem", "value": 1})
+    rig.until(lambda: rig.service.status("first") == "SUCCEEDED")
+
+    def late_notice(job):
+        rig.link.push([rig.service.notify_next(None)])
+        for i in range(3):
+            if not job.progress({"step": str(i)}):
+                raise ops.Canceled()
+        return {"ran": "all"}
+
+    HOOK[0] = late_notice
+    rig.create("second", {"operation": "test.hook"})
+    rig.until(lambda: rig.service.status("second") == "SUCCEEDED")
+    assert rig.service.find("second")["details"] == {"ran": "all"}
+    assert rig.engine.canceled == 0
