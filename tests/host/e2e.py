@@ -53,6 +53,11 @@ FAST = {
 ROLE = "arn:aws:iam::123456789012:role/ota"
 
 
+def details(execution: dict) -> dict:
+    """The statusDetails of an execution as the control plane describes it."""
+    return execution.get("statusDetails", {}).get("detailsMap", {})
+
+
 def wait_until(condition, timeout: float = 15.0, what: str = "condition", interval: float = 0.01):
     """The first truthy value of condition() within timeout; AssertionError naming `what` otherwise."""
     deadline = time.monotonic() + timeout

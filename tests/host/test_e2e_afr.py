@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.host.e2e import ROLE, Rig, aws_cli, create_update, ota_device, ota_file, put_file
+from tests.host.e2e import ROLE, Rig, aws_cli, create_update, details, ota_device, ota_file, put_file
 from tests.host.test_signing import CERT_CONFIG
 from tools.simdevice import app_image
 
@@ -41,10 +41,6 @@ def rig(tmp_path_factory):
 def _switch_off(rig):
     yield
     rig.stop_devices()
-
-
-def details(execution: dict) -> dict:
-    return execution.get("statusDetails", {}).get("detailsMap", {})
 
 
 class FileServerCount:

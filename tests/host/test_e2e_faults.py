@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.host.e2e import Rig, wait_until
+from tests.host.e2e import Rig, details, wait_until
 
 MINUTE = 1.5  # the stand-in's fast clock: real seconds per timer minute
 PULSE_ON, PULSE_OFF = "LED 4 0 1", "LED 4 1 0"
@@ -27,10 +27,6 @@ def _clean(rig):
     yield
     rig.stop_devices()
     rig.faults()
-
-
-def details(execution: dict) -> dict:
-    return execution.get("statusDetails", {}).get("detailsMap", {})
 
 
 def pulse(ms: int, pin: str = "LED") -> dict:

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.host.e2e import ROOT_CUSTOM_EXAMPLE, Rig, wait_until
+from tests.host.e2e import ROOT_CUSTOM_EXAMPLE, Rig, details, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,6 @@ def rig(tmp_path_factory):
 def _switch_off(rig):
     yield
     rig.stop_devices()
-
-
-def details(execution: dict) -> dict:
-    return execution.get("statusDetails", {}).get("detailsMap", {})
 
 
 def firmware_image(size: int, seed: int = 7) -> bytes:

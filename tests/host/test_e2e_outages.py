@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tests.host.e2e import HoldServer, Rig, wait_until
+from tests.host.e2e import HoldServer, Rig, details, wait_until
 
 INTERRUPTED = "interrupted by reset, not re-run"
 PULSE_ON, PULSE_OFF = "LED 4 0 1", "LED 4 1 0"
@@ -39,10 +39,6 @@ def hold(rig):
     server = HoldServer(rig.aws)
     yield server
     server.stop()
-
-
-def details(execution: dict) -> dict:
-    return execution.get("statusDetails", {}).get("detailsMap", {})
 
 
 def pulse(ms: int, pin: str = "LED") -> dict:

@@ -45,10 +45,6 @@ def _clean(rig):
     rig.stop_devices()
 
 
-def details(execution: dict) -> dict:
-    return execution.get("statusDetails", {}).get("detailsMap", {})
-
-
 def connect_failures(dev, count: int = 2) -> None:
     failed = "mqtt: connect to localhost:"
     wait_until(lambda: dev.output().count(failed) >= count, 20, f"{count} refused connects")
