@@ -293,9 +293,8 @@ class Engine:
         if job.journaled:
             from jobs import details as D
 
-            details = D.encode(details, self.cfg["max_details"]).decode()  # the journal holds JSON text
-            job.save(status, details)
-            details = details.encode()
+            details = D.encode(details, self.cfg["max_details"])  # encoded once: sent as it is stored
+            job.save(status, details.decode())  # the journal holds it as JSON text
         else:
             self.pending = (job, status, details)
         if not self.link.connected:
